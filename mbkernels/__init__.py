@@ -1,0 +1,29 @@
+"""mbkernels: multi-task gradient balancing on the shared representation.
+
+>>> import mbkernels as mbk
+>>> bal = mbk.MultiBalance(num_tasks=3, beta=0.9, relax=0.7, reference="target", target=0)
+"""
+
+from . import ops, rules
+from .balancer import Balancer, GramReduce
+from .fork import fork
+from .multibalance import MultiBalance
+from .rules import Equal, MultiBalanceRule, Rule
+from .stats import BalanceStats, cosine_from_gram
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BalanceStats",
+    "Balancer",
+    "Equal",
+    "GramReduce",
+    "MultiBalance",
+    "MultiBalanceRule",
+    "Rule",
+    "__version__",
+    "cosine_from_gram",
+    "fork",
+    "ops",
+    "rules",
+]

@@ -1,0 +1,53 @@
+"""Argument checks that raise one kind of error with one kind of message.
+
+Every public constructor validates through these helpers so that a bad value
+always produces ``ValueError: <name> must be in <range>, got <value>`` and is
+rejected *before* any state is created or changed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def check_int(name: str, value: object, *, low: int, high: int | None = None) -> int:
+    """Return ``value`` if it is an int in ``[low, high]`` (``high=None``: unbounded)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer in {_int_range(low, high)}, got {value!r}")
+    if value < low or (high is not None and value > high):
+        raise ValueError(f"{name} must be an integer in {_int_range(low, high)}, got {value}")
+    return value
+
+
+def check_float(
+    name: str,
+    value: object,
+    *,
+    low: float,
+    high: float,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Return ``float(value)`` if it is a finite number in the given interval."""
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
+    v = float(value)
+    ok = (
+        math.isfinite(v) or (math.isinf(v) and v == high and not high_open)
+    ) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    if not ok:
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+    return v
+
+
+def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
+    if value not in choices:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return str(value)
+
+
+def _int_range(low: int, high: int | None) -> str:
+    return f"[{low}, {high}]" if high is not None else f"[{low}, inf)"

@@ -1,0 +1,205 @@
+"""``Balancer``: a module that balances task gradients on a shared representation.
+
+Usage::
+
+    bal = Balancer(MultiBalanceRule(3))
+    z1, z2, z3 = bal(z)             # forward: views of z, no copy
+    (l1 + l2 + l3).backward()       # z receives sum_t w_t dL_t/dz
+
+Per backward, through :mod:`mbkernels.ops`:
+
+1. pass 1: the ``[T, T]`` Gram matrix of the task gradients (float32);
+2. ``gram_reduce`` (identity unless distributed) makes it global;
+3. the rule maps Gram + state to weights and new state;
+4. the new state is committed only if the statistics are finite;
+5. pass 2: ``sum_t w_t g_t`` in the gradients' dtype.
+
+Everything stays on the device; nothing waits for the GPU unless the user
+reads :attr:`Balancer.stats` as Python numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import ops
+from ._validation import check_choice
+from .fork import fork
+from .rules.base import Rule
+from .stats import BalanceStats
+
+GramReduce = Callable[[Tensor], Tensor]
+
+
+class Balancer(nn.Module):
+    """Balance the per-task gradients of a shared representation with any :class:`Rule`.
+
+    Args:
+        rule: maps the Gram matrix of the task gradients to task weights.
+        backend: ``"auto"`` (Triton on CUDA when available, else PyTorch),
+            ``"torch"`` or ``"triton"``.
+        gram_reduce: called on the local ``[T, T]`` Gram matrix before the
+            weights are computed; returns the global one. The seam for
+            multi-process training (all-reduce); identity when ``None``.
+
+    State (``state_dict``): the rule's state tensors, ``step`` (int64) and
+    ``weights`` (the last weights applied), plus the rule's configuration.
+    """
+
+    def __init__(
+        self,
+        rule: Rule,
+        *,
+        backend: str = "auto",
+        gram_reduce: GramReduce | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(rule, Rule):
+            raise ValueError(f"rule must be a mbkernels.rules.Rule, got {type(rule).__name__}")
+        self.rule = rule
+        self.num_tasks = rule.num_tasks
+        self.backend = check_choice("backend", backend, ops.BACKENDS)
+        self.gram_reduce = gram_reduce
+        self._state_names = tuple(rule.init_state())
+        for name, value in rule.init_state().items():
+            if name in ("step", "weights"):
+                raise ValueError(f"rule state name {name!r} is reserved")
+            self.register_buffer(name, value)
+        self.register_buffer("step", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("weights", torch.ones(self.num_tasks, dtype=torch.float32))
+        self._stats: BalanceStats | None = None
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, z: Tensor) -> tuple[Tensor, ...]:
+        """Return ``num_tasks`` tensors equal to ``z``, one per task tower."""
+        if not isinstance(z, Tensor):
+            raise ValueError(f"z must be a torch.Tensor, got {type(z).__name__}")
+        if not z.is_floating_point():
+            raise ValueError(f"z must have a floating-point dtype, got {z.dtype}")
+        if not (torch.is_grad_enabled() and z.requires_grad):
+            return tuple(z for _ in range(self.num_tasks))
+        return fork(z, self.num_tasks, self._combine)
+
+    # ----------------------------------------------------------------- backward
+    def _combine(self, grads: Sequence[Tensor | None]) -> Tensor | None:
+        present = [i for i, g in enumerate(grads) if g is not None]
+        if not present:
+            return None
+        gs = [g for g in grads if g is not None]
+        device = gs[0].device
+        self._follow(device)
+        gram_local = ops.gram(gs, self.backend)
+        if len(present) < self.num_tasks:  # unused towers: zero rows and columns
+            full = gram_local.new_zeros(self.num_tasks, self.num_tasks)
+            idx = torch.tensor(present, device=device)
+            full[idx[:, None], idx[None, :]] = gram_local
+            gram_local = full
+        gram = self.gram_reduce(gram_local) if self.gram_reduce is not None else gram_local
+        weights, new_state = self._step_rule(gram)
+        w_present = weights if len(present) == self.num_tasks else weights[present]
+        return ops.weighted_sum(gs, w_present, self.backend)
+
+    def _step_rule(self, gram: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Run the rule, commit its state if the statistics are finite; return applied weights."""
+        old_state = {name: getattr(self, name) for name in self._state_names}
+        step = self.step + 1
+        weights, new_state = self.rule.weights(gram, old_state, step)
+        finite = torch.isfinite(gram).all() & torch.isfinite(weights).all()
+        for v in new_state.values():
+            finite = finite & torch.isfinite(v).all()
+        # Commit without a host sync: torch.where on device, copied in place.
+        for name in self._state_names:
+            old = old_state[name]
+            old.copy_(torch.where(finite, new_state[name].to(old.dtype), old))
+        self.step.copy_(torch.where(finite, step, self.step))
+        applied = torch.where(finite, weights.to(self.weights.dtype), self.weights)
+        self.weights.copy_(applied)
+        self._stats = BalanceStats(
+            gram=gram.detach(),
+            norms=gram.diagonal().clamp_min(0).sqrt().detach(),
+            weights=applied.detach().clone(),
+            state={name: getattr(self, name).detach().clone() for name in self._state_names},
+            step=self.step.detach().clone(),
+            finite=finite.detach(),
+        )
+        return applied, new_state
+
+    def _follow(self, device: torch.device) -> None:
+        """Keep the state on the gradients' device (the balancer has no parameters
+        of its own, so it is easy to forget in ``model.to(device)``)."""
+        if self.step.device != device:
+            self.to(device)
+
+    # ------------------------------------------------------------------- state
+    @property
+    def stats(self) -> BalanceStats | None:
+        """Statistics of the latest backward (``None`` before the first one)."""
+        return self._stats
+
+    def reset(self) -> None:
+        """Forget all history: fresh rule state, step 0, unit weights."""
+        device = self.step.device
+        for name, value in self.rule.init_state(device).items():
+            getattr(self, name).copy_(value)
+        self.step.zero_()
+        self.weights.fill_(1.0)
+        self._stats = None
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"rule": self.rule.name, "config": self.rule.config()}
+
+    def set_extra_state(self, state: Any) -> None:
+        pass  # validated in _load_from_state_dict, before anything is copied
+
+    def _load_from_state_dict(
+        self,
+        state_dict: Mapping[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        self._check_loadable(state_dict, prefix)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def _check_loadable(self, state_dict: Mapping[str, Any], prefix: str) -> None:
+        """Raise ``ValueError`` (changing nothing) if the state does not fit this balancer."""
+        extra = state_dict.get(prefix + "_extra_state")
+        if isinstance(extra, Mapping):
+            saved_t = extra.get("config", {}).get("num_tasks")
+            if saved_t is not None and saved_t != self.num_tasks:
+                raise ValueError(
+                    f"state_dict was saved for num_tasks={saved_t}, but this balancer has "
+                    f"num_tasks={self.num_tasks}; num_tasks must match to load it"
+                )
+            if extra.get("rule") not in (None, self.rule.name):
+                raise ValueError(
+                    f"state_dict was saved for rule {extra.get('rule')!r}, "
+                    f"this balancer uses rule {self.rule.name!r}"
+                )
+        for name in (*self._state_names, "weights", "step"):
+            key = prefix + name
+            if key not in state_dict:
+                continue
+            value = state_dict[key]
+            expected = getattr(self, name).shape
+            if not isinstance(value, Tensor) or value.shape != expected:
+                got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                raise ValueError(
+                    f"state_dict entry {key!r} has shape {got}, expected {tuple(expected)}: "
+                    f"it was saved for a different num_tasks (this balancer: num_tasks="
+                    f"{self.num_tasks})"
+                )
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise ValueError(f"state_dict entry {key!r} must be finite")
+
+    def extra_repr(self) -> str:
+        return f"rule={self.rule!r}, backend={self.backend!r}"

@@ -1,0 +1,43 @@
+"""Fork one tensor into T identical outputs whose gradients meet in one backward.
+
+Each task tower consumes its own output. When ``sum(losses).backward()`` runs,
+autograd calls :meth:`_Fork.backward` exactly once with all T gradients
+``dL_t/dZ`` (``None`` for a tower that did not use its output), and the
+callback turns them into the single gradient that flows on into the bottom.
+No extra backward pass, no detach: the towers' backward runs once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+Combine = Callable[[Sequence[Tensor | None]], Tensor | None]
+
+
+class _Fork(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: FunctionCtx, combine: Combine, num_outputs: int, z: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
+        ctx.combine = combine  # type: ignore[attr-defined]
+        # Unused outputs give None instead of a freshly allocated zero tensor.
+        ctx.set_materialize_grads(False)
+        # Views, not copies: forking costs no memory in the forward pass.
+        return tuple(z.view_as(z) for _ in range(num_outputs))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple[None, None, Tensor | None]:
+        return None, None, ctx.combine(grads)
+
+
+def fork(z: Tensor, num_outputs: int, combine: Combine) -> tuple[Tensor, ...]:
+    """Return ``num_outputs`` tensors equal to ``z``; their gradients go to ``combine``.
+
+    ``combine`` receives the sequence of the outputs' gradients (``None`` where an
+    output was not used) and returns the gradient for ``z`` (or ``None``).
+    """
+    return _Fork.apply(combine, num_outputs, z)

@@ -1,0 +1,50 @@
+"""``MultiBalance``: the named convenience module of the brief."""
+
+from __future__ import annotations
+
+from .balancer import Balancer, GramReduce
+from .rules.multibalance import MultiBalanceRule, Reference
+
+
+class MultiBalance(Balancer):
+    """Balance task gradients on the shared representation by EMA magnitudes.
+
+    ``MultiBalance(num_tasks, beta, relax, reference, target)`` is
+    ``Balancer(MultiBalanceRule(...))``. See :mod:`mbkernels.rules.multibalance`
+    for the rule and its parameters:
+
+    Args:
+        num_tasks: number of task towers, >= 1.
+        beta: EMA decay in [0, 1); 0 uses the current batch only.
+        relax: in [0, 1]; 0 is the plain sum of losses, 1 full rebalancing.
+        reference: "target" (the task ``target``), "mean" or "max".
+        target: index of the reference task for ``reference="target"``.
+        eps: > 0, added to the EMA in the denominator.
+        bias_correction: divide the EMA by ``1 - beta**step``.
+        backend: "auto", "torch" or "triton".
+        gram_reduce: global reduction of the Gram matrix (multi-process seam).
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        beta: float = 0.9,
+        relax: float = 0.7,
+        reference: Reference | str = "target",
+        target: int = 0,
+        *,
+        eps: float = 1e-8,
+        bias_correction: bool = True,
+        backend: str = "auto",
+        gram_reduce: GramReduce | None = None,
+    ) -> None:
+        rule = MultiBalanceRule(
+            num_tasks,
+            beta=beta,
+            relax=relax,
+            reference=reference,
+            target=target,
+            eps=eps,
+            bias_correction=bias_correction,
+        )
+        super().__init__(rule, backend=backend, gram_reduce=gram_reduce)

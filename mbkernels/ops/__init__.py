@@ -1,0 +1,46 @@
+"""The fused balancing step: pass 1 (Gram matrix) and pass 2 (weighted sum).
+
+Two implementations with one signature each: ``torch_ops`` (CPU, and the
+reference) and ``triton_ops`` (CUDA, or CPU through ``TRITON_INTERPRET=1``).
+``gram`` and ``weighted_sum`` dispatch between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from .backend import BACKENDS, Backend, resolve_backend, triton_available, triton_interpreting
+from .torch_ops import accumulation_dtype, gram_torch, weighted_sum_torch
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "accumulation_dtype",
+    "gram",
+    "gram_torch",
+    "resolve_backend",
+    "triton_available",
+    "triton_interpreting",
+    "weighted_sum",
+    "weighted_sum_torch",
+]
+
+
+def gram(grads: Sequence[Tensor], backend: str = "auto") -> Tensor:
+    """Pass 1: ``G_ij = <g_i, g_j>`` over equally shaped tensors, in float32 (float64 for float64)."""
+    if resolve_backend(backend, grads[0].device, grads[0].dtype) == "triton":
+        from .triton_ops import gram_triton
+
+        return gram_triton(grads)
+    return gram_torch(grads)
+
+
+def weighted_sum(grads: Sequence[Tensor], weights: Tensor, backend: str = "auto") -> Tensor:
+    """Pass 2: ``sum_t weights[t] * grads[t]``, accumulated in float32, in the input dtype."""
+    if resolve_backend(backend, grads[0].device, grads[0].dtype) == "triton":
+        from .triton_ops import weighted_sum_triton
+
+        return weighted_sum_triton(grads, weights)
+    return weighted_sum_torch(grads, weights)

@@ -1,0 +1,148 @@
+"""The fused step's two passes as Triton kernels.
+
+The T per-task gradients arrive from autograd as T separate tensors. Rather
+than stacking them (a full ``[T, N]`` copy), both kernels receive a small
+device table of their base addresses and build the ``[T, BLOCK]`` tile
+pointers themselves.
+
+Pass 1, ``_gram_kernel``: each program owns a contiguous run of blocks. Per
+block it loads a ``[T_PAD, BLOCK]`` tile (rows past T are masked to zero),
+upcasts to float32 and accumulates ``tile @ tile.T`` into a ``[T_PAD, T_PAD]``
+register accumulator. It writes one partial Gram matrix; the partials are
+summed in a fixed order afterwards (deterministic, no atomics).
+
+Pass 2, ``_weighted_sum_kernel``: each program loads one block of every
+gradient, accumulates ``sum_t w_t * g_t`` in float32 and stores one block of
+the output in the gradients' dtype.
+
+Memory traffic for T gradients of N elements of ``s`` bytes:
+pass 1 reads ``T*N*s`` (+ ``P*T_PAD^2*4`` for P partials, negligible),
+pass 2 reads ``T*N*s`` and writes ``N*s``: ``(2T + 1) * N * s`` in total.
+That is the minimum for any method whose weights depend on the whole Gram
+matrix and whose gradients do not fit on chip; a stack-based composition
+moves about three times as much.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from .backend import triton_interpreting
+
+_TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat16: tl.bfloat16}
+
+
+@triton.jit
+def _gram_kernel(
+    table_ptr,  # int64[T]: base addresses of the T gradients
+    partial_ptr,  # float32[P, T_PAD, T_PAD]: one partial Gram matrix per program
+    n_elements,
+    blocks_per_program,
+    T: tl.constexpr,
+    T_PAD: tl.constexpr,
+    BLOCK: tl.constexpr,
+    DTYPE: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows = tl.arange(0, T_PAD)
+    row_ok = rows < T
+    # [T_PAD] pointers to the start of each task's gradient (padding rows point at 0, masked).
+    bases = tl.load(table_ptr + rows, mask=row_ok, other=0).to(tl.pointer_type(DTYPE))
+    acc = tl.zeros((T_PAD, T_PAD), dtype=tl.float32)
+    first = pid * blocks_per_program
+    for i in range(blocks_per_program):
+        cols = (first + i) * BLOCK + tl.arange(0, BLOCK)
+        mask = row_ok[:, None] & (cols[None, :] < n_elements)
+        # One [T_PAD, BLOCK] tile: T*BLOCK*s bytes read from memory, each byte once.
+        tile = tl.load(bases[:, None] + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+        acc += tl.dot(tile, tl.trans(tile), input_precision="ieee")
+    out = partial_ptr + pid * T_PAD * T_PAD + rows[:, None] * T_PAD + rows[None, :]
+    tl.store(out, acc)
+
+
+@triton.jit
+def _weighted_sum_kernel(
+    table_ptr,  # int64[T]
+    weight_ptr,  # float32[T]
+    out_ptr,  # [N] in the gradients' dtype
+    n_elements,
+    T: tl.constexpr,
+    BLOCK: tl.constexpr,
+    DTYPE: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    cols = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < n_elements
+    acc = tl.zeros((BLOCK,), dtype=tl.float32)
+    for t in tl.static_range(T):
+        base = tl.load(table_ptr + t).to(tl.pointer_type(DTYPE))
+        w = tl.load(weight_ptr + t)
+        # Read BLOCK*s bytes of task t; accumulate in float32 registers.
+        acc += w * tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
+    # Write BLOCK*s bytes: the only store of the pass.
+    tl.store(out_ptr + cols, acc.to(DTYPE), mask=mask)
+
+
+def _contiguous(grads: Sequence[Tensor]) -> list[Tensor]:
+    return [g if g.is_contiguous() else g.contiguous() for g in grads]
+
+
+def _pointer_table(grads: Sequence[Tensor]) -> Tensor:
+    ptrs = torch.tensor([g.data_ptr() for g in grads], dtype=torch.int64)
+    device = grads[0].device
+    if device.type == "cuda":
+        # Pinned + non_blocking: the copy is queued on the stream, the host never waits.
+        return ptrs.pin_memory().to(device, non_blocking=True)
+    return ptrs
+
+
+def _num_programs(n_blocks: int, device: torch.device) -> int:
+    if device.type == "cuda":
+        sms = torch.cuda.get_device_properties(device).multi_processor_count
+        return max(1, min(n_blocks, 4 * sms))
+    return max(1, min(n_blocks, 4))  # the interpreter runs programs one after another
+
+
+def gram_triton(grads: Sequence[Tensor]) -> Tensor:
+    """Pass 1: float32 Gram matrix of equally shaped gradients."""
+    grads = _contiguous(grads)
+    t, n = len(grads), grads[0].numel()
+    device = grads[0].device
+    if n == 0:
+        return torch.zeros(t, t, dtype=torch.float32, device=device)
+    t_pad = max(16, triton.next_power_of_2(t))  # tl.dot needs >= 16 rows
+    block = 256 if t_pad <= 16 else 128  # keeps the tile at <= 4096 float32 registers
+    if triton_interpreting():
+        block = 64
+    n_blocks = triton.cdiv(n, block)
+    programs = _num_programs(n_blocks, device)
+    per_program = triton.cdiv(n_blocks, programs)
+    programs = triton.cdiv(n_blocks, per_program)
+    partial = torch.empty(programs, t_pad, t_pad, dtype=torch.float32, device=device)
+    table = _pointer_table(grads)
+    _gram_kernel[(programs,)](
+        table, partial, n, per_program,
+        T=t, T_PAD=t_pad, BLOCK=block, DTYPE=_TL_DTYPES[grads[0].dtype],
+    )  # fmt: skip
+    return partial.sum(dim=0)[:t, :t]
+
+
+def weighted_sum_triton(grads: Sequence[Tensor], weights: Tensor) -> Tensor:
+    """Pass 2: ``sum_t weights[t] * grads[t]`` in the gradients' dtype."""
+    grads = _contiguous(grads)
+    n, dtype, device = grads[0].numel(), grads[0].dtype, grads[0].device
+    out = torch.empty(n, dtype=dtype, device=device)
+    if n == 0:
+        return out.view(grads[0].shape)
+    w = weights.to(device=device, dtype=torch.float32).contiguous()
+    block = 1024 if not triton_interpreting() else 256
+    table = _pointer_table(grads)
+    _weighted_sum_kernel[(triton.cdiv(n, block),)](
+        table, w, out, n, T=len(grads), BLOCK=block, DTYPE=_TL_DTYPES[dtype]
+    )
+    return out.view(grads[0].shape)

@@ -1,0 +1,19 @@
+"""Equal weighting: the plain sum of the task losses (the baseline)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from .base import Rule, State
+
+
+class Equal(Rule):
+    """``w_t = 1`` for every task: the gradient of ``sum_t L_t``, unchanged."""
+
+    name = "equal"
+
+    def weights(self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor) -> tuple[Tensor, State]:
+        return torch.ones(self.num_tasks, dtype=gram.dtype, device=gram.device), {}

@@ -1,0 +1,93 @@
+"""MultiBalance: reweight tasks by a moving average of their gradient magnitudes.
+
+The rule (He, Chen et al., arXiv 2411.11871; after MetaBalance, He et al., WWW 2022)
+as implemented here, for gradient norms ``n_t = ||dL_t/dZ||``::
+
+    m_t <- beta * m_t + (1 - beta) * n_t           # EMA of magnitudes, m_0 = 0
+    mhat_t = m_t / (1 - beta**step)                # bias correction (optional)
+    w_t = relax * mhat_ref / (mhat_t + eps) + (1 - relax)
+
+with ``mhat_ref`` the reference magnitude: a target task's ("target"), or the
+mean or max over tasks. The paper's full algorithm text is not public; this
+follows its public description and MetaBalance, and exposes every choice.
+
+Bias correction divides every ``m_t`` by the same factor, so it changes the
+weights only through ``eps``; it keeps the EMA on the scale of the norms from
+the first step (like Adam), which makes ``stats`` readable and ``eps`` meaningful.
+
+A task whose EMA is exactly zero (it has produced no gradient yet: no labels,
+an unused tower) gets weight 1; its gradient is zero, so this only keeps the
+reported weights finite and meaningful.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from .._validation import check_choice, check_float, check_int
+from .base import Rule, State
+
+Reference = Literal["target", "mean", "max"]
+REFERENCES: tuple[str, ...] = ("target", "mean", "max")
+
+
+class MultiBalanceRule(Rule):
+    """The MultiBalance weighting rule (see module docstring)."""
+
+    name = "multibalance"
+
+    def __init__(
+        self,
+        num_tasks: int,
+        *,
+        beta: float = 0.9,
+        relax: float = 0.7,
+        reference: Reference | str = "target",
+        target: int = 0,
+        eps: float = 1e-8,
+        bias_correction: bool = True,
+    ) -> None:
+        super().__init__(num_tasks)
+        self.beta = check_float("beta", beta, low=0.0, high=1.0, high_open=True)
+        self.relax = check_float("relax", relax, low=0.0, high=1.0)
+        self.reference = check_choice("reference", reference, REFERENCES)
+        self.target = check_int("target", target, low=0, high=self.num_tasks - 1)
+        self.eps = check_float("eps", eps, low=0.0, high=1.0, low_open=True)
+        if not isinstance(bias_correction, bool):
+            raise ValueError(f"bias_correction must be True or False, got {bias_correction!r}")
+        self.bias_correction = bias_correction
+
+    def init_state(self, device: torch.device | None = None) -> State:
+        return {"ema": torch.zeros(self.num_tasks, dtype=torch.float32, device=device)}
+
+    def weights(self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor) -> tuple[Tensor, State]:
+        norms = gram.diagonal().clamp_min(0).sqrt()
+        ema = state["ema"].to(norms.dtype)
+        ema = self.beta * ema + (1.0 - self.beta) * norms
+        m = ema
+        if self.bias_correction:
+            m = ema / (1.0 - torch.pow(torch.as_tensor(self.beta, dtype=ema.dtype), step))
+        if self.reference == "target":
+            ref = m[self.target]
+        elif self.reference == "mean":
+            ref = m.mean()
+        else:
+            ref = m.max()
+        w = self.relax * ref / (m + self.eps) + (1.0 - self.relax)
+        w = torch.where(m > 0, w, torch.ones_like(w))
+        return w, {"ema": ema.to(state["ema"].dtype)}
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "num_tasks": self.num_tasks,
+            "beta": self.beta,
+            "relax": self.relax,
+            "reference": self.reference,
+            "target": self.target,
+            "eps": self.eps,
+            "bias_correction": self.bias_correction,
+        }

@@ -1,0 +1,1 @@
+"""mbviz: the teaching and exploration layer of MultiBalance Lab."""

@@ -35,8 +35,10 @@ def check_float(
         raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
     v = float(value)
     ok = (
-        math.isfinite(v) or (math.isinf(v) and v == high and not high_open)
-    ) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+        (math.isfinite(v) or (math.isinf(v) and v == high and not high_open))
+        and (v > low if low_open else v >= low)
+        and (v < high if high_open else v <= high)
+    )
     if not ok:
         raise ValueError(f"{name} must be in {interval}, got {value!r}")
     return v

@@ -99,11 +99,11 @@ class Balancer(nn.Module):
             full[idx[:, None], idx[None, :]] = gram_local
             gram_local = full
         gram = self.gram_reduce(gram_local) if self.gram_reduce is not None else gram_local
-        weights, new_state = self._step_rule(gram)
+        weights = self._step_rule(gram)
         w_present = weights if len(present) == self.num_tasks else weights[present]
         return ops.weighted_sum(gs, w_present, self.backend)
 
-    def _step_rule(self, gram: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def _step_rule(self, gram: Tensor) -> Tensor:
         """Run the rule, commit its state if the statistics are finite; return applied weights."""
         old_state = {name: getattr(self, name) for name in self._state_names}
         step = self.step + 1
@@ -126,7 +126,7 @@ class Balancer(nn.Module):
             step=self.step.detach().clone(),
             finite=finite.detach(),
         )
-        return applied, new_state
+        return applied
 
     def _follow(self, device: torch.device) -> None:
         """Keep the state on the gradients' device (the balancer has no parameters

@@ -29,7 +29,7 @@ __all__ = [
 
 
 def gram(grads: Sequence[Tensor], backend: str = "auto") -> Tensor:
-    """Pass 1: ``G_ij = <g_i, g_j>`` over equally shaped tensors, in float32 (float64 for float64)."""
+    """Pass 1: ``G_ij = <g_i, g_j>`` of equally shaped tensors, float32 (float64 for float64)."""
     if resolve_backend(backend, grads[0].device, grads[0].dtype) == "triton":
         from .triton_ops import gram_triton
 

@@ -37,7 +37,9 @@ class Rule(ABC):
         return {}
 
     @abstractmethod
-    def weights(self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor) -> tuple[Tensor, State]:
+    def weights(
+        self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor
+    ) -> tuple[Tensor, State]:
         """Compute this step's weights.
 
         Args:

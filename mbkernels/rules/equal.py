@@ -15,5 +15,7 @@ class Equal(Rule):
 
     name = "equal"
 
-    def weights(self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor) -> tuple[Tensor, State]:
+    def weights(
+        self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor
+    ) -> tuple[Tensor, State]:
         return torch.ones(self.num_tasks, dtype=gram.dtype, device=gram.device), {}

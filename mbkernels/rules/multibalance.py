@@ -64,7 +64,9 @@ class MultiBalanceRule(Rule):
     def init_state(self, device: torch.device | None = None) -> State:
         return {"ema": torch.zeros(self.num_tasks, dtype=torch.float32, device=device)}
 
-    def weights(self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor) -> tuple[Tensor, State]:
+    def weights(
+        self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor
+    ) -> tuple[Tensor, State]:
         norms = gram.diagonal().clamp_min(0).sqrt()
         ema = state["ema"].to(norms.dtype)
         ema = self.beta * ema + (1.0 - self.beta) * norms

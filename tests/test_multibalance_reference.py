@@ -1,0 +1,136 @@
+"""MultiBalance through the fork equals an independent float64 computation.
+
+The reference gets each task's gradient with its own ``torch.autograd.grad``
+call on a float64 copy of the model and applies the formula by hand; the
+library gets them all from one ordinary backward through the fork.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import mbkernels as mbk
+
+from .helpers import ToyMultiTask, multibalance_reference
+
+
+@pytest.mark.parametrize("num_tasks", range(1, 9))
+@pytest.mark.parametrize("reference", ["target", "mean", "max"])
+def test_fork_gradient_matches_float64_reference_over_steps(num_tasks: int, reference: str) -> None:
+    target = num_tasks - 1 if reference == "target" else 0
+    beta, relax = 0.8, 0.6
+    model = ToyMultiTask(num_tasks)
+    model64 = copy.deepcopy(model).double()
+    bal = mbk.MultiBalance(num_tasks, beta=beta, relax=relax, reference=reference, target=target)
+    ema_ref = torch.zeros(num_tasks, dtype=torch.float64)
+    for step in range(1, 5):
+        x = torch.randn(7, 6)
+        y = torch.randn(7, num_tasks)
+
+        z = model.bottom(x)
+        z.retain_grad()
+        sum(model.task_losses(bal(z), y)).backward()
+
+        z64 = model64.bottom(x.double()).detach().requires_grad_()
+        losses64 = model64.task_losses([z64] * num_tasks, y.double())
+        grads = [torch.autograd.grad(loss, z64, retain_graph=True)[0] for loss in losses64]
+        combined, ema_ref, w_ref = multibalance_reference(
+            grads, ema_ref, step, beta=beta, relax=relax, reference=reference, target=target
+        )
+
+        # float32 model vs float64 reference: compare relative to the gradient's scale
+        scale = combined.abs().max().item()
+        torch.testing.assert_close(z.grad.double(), combined, rtol=1e-5, atol=1e-5 * scale)
+        torch.testing.assert_close(bal.stats.weights.double(), w_ref, rtol=2e-5, atol=1e-6)
+        torch.testing.assert_close(bal.stats.ema.double(), ema_ref, rtol=2e-5, atol=1e-7)
+        assert int(bal.stats.step) == step
+        model.zero_grad()
+
+
+@pytest.mark.parametrize("num_tasks", [1, 2, 5])
+def test_relax_zero_is_the_plain_sum(num_tasks: int) -> None:
+    model = ToyMultiTask(num_tasks)
+    x, y = torch.randn(9, 6), torch.randn(9, num_tasks)
+    bal = mbk.MultiBalance(num_tasks, relax=0.0)
+    for _ in range(3):
+        model.zero_grad()
+        sum(model.task_losses(bal(model.bottom(x)), y)).backward()
+        balanced = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        z = model.bottom(x)
+        sum(model.task_losses([z] * num_tasks, y)).backward()
+        plain = [p.grad.clone() for p in model.parameters()]
+        for a, b in zip(balanced, plain):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_equal_rule_through_fork_is_exactly_the_plain_sum() -> None:
+    model = ToyMultiTask(3)
+    x, y = torch.randn(9, 6), torch.randn(9, 3)
+    z = model.bottom(x)
+    z.retain_grad()
+    sum(model.task_losses(mbk.Balancer(mbk.Equal(3))(z), y)).backward()
+    z2 = model.bottom(x).detach().requires_grad_()
+    sum(model.task_losses([z2] * 3, y)).backward()
+    torch.testing.assert_close(z.grad, z2.grad, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (2, 5, 3), (2, 3, 4, 2), (1,)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_any_shape_and_float_dtype(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    bal = mbk.MultiBalance(3, beta=0.5, relax=1.0, reference="mean")
+    z = torch.randn(shape, dtype=dtype, requires_grad=True)
+    outs = bal(z)
+    assert len(outs) == 3 and all(o.shape == z.shape and torch.equal(o, z) for o in outs)
+    coefs = [1.0, -3.0, 10.0]
+    sum(c * o.float().pow(2).sum() for c, o in zip(coefs, outs)).backward()
+    assert z.grad is not None and z.grad.dtype == dtype and z.grad.shape == z.shape
+    assert bal.stats.gram.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    # relax=1, mean reference, one step: every task is rescaled to the mean norm.
+    g = [2 * c * z.detach().double() for c in coefs]
+    combined, _, _ = multibalance_reference(
+        g, torch.zeros(3), 1, beta=0.5, relax=1.0, reference="mean", target=0
+    )
+    tol = {torch.float16: 2e-2, torch.bfloat16: 2e-2}.get(dtype, 1e-5)
+    torch.testing.assert_close(z.grad.double(), combined, rtol=tol, atol=tol)
+
+
+def test_unused_tower_contributes_zero_gradient_not_an_error() -> None:
+    bal = mbk.MultiBalance(3, reference="max")
+    z = torch.randn(4, 3, requires_grad=True)
+    z0, _unused, z2 = bal(z)
+    (z0.sum() + 3 * z2.sum()).backward()
+    stats = bal.stats
+    assert stats.norms[1] == 0 and torch.isfinite(stats.weights).all()
+    assert stats.cosine[1].abs().sum() == 0
+    # relax 0.7, max reference, step 1: w0 = 0.7*3/1+0.3, w2 = 1.0
+    expected = (0.7 * 3 + 0.3) * torch.ones(4, 3) + 1.0 * 3 * torch.ones(4, 3)
+    torch.testing.assert_close(z.grad, expected)
+
+
+def test_no_grad_and_inference_return_plain_tensors() -> None:
+    bal = mbk.MultiBalance(2)
+    z = torch.randn(3, 2)
+    with torch.no_grad():
+        outs = bal(z.requires_grad_())
+    assert all(o is z for o in outs)
+    assert bal.stats is None and int(bal.step) == 0
+
+
+def test_stats_are_detached_device_tensors_and_cosine_is_correct() -> None:
+    bal = mbk.MultiBalance(3)
+    z = torch.randn(6, 4, requires_grad=True)
+    a, b, c = bal(z)
+    u, v = torch.randn(6, 4), torch.randn(6, 4)
+    ((a * u).sum() + (b * v).sum() + (c * -u).sum()).backward()
+    s = bal.stats
+    for t in (s.gram, s.norms, s.weights, s.ema, s.step, s.finite, s.cosine):
+        assert isinstance(t, torch.Tensor) and not t.requires_grad and t.device == z.device
+    cos_uv = torch.nn.functional.cosine_similarity(u.flatten(), v.flatten(), dim=0)
+    torch.testing.assert_close(s.cosine[0, 1], cos_uv, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(s.cosine[0, 2], torch.tensor(-1.0), rtol=1e-5, atol=1e-6)
+    d = s.as_dict()
+    assert set(d) >= {"norms", "weights", "cosine", "step", "ema", "finite"}

@@ -1,0 +1,104 @@
+"""The Triton kernels equal the PyTorch reference path.
+
+On CPU they run through the Triton interpreter (conftest sets
+TRITON_INTERPRET=1); with MBK_TRITON_COMPILED=1 on a CUDA machine the same
+tests run the compiled kernels. Sizes cover N smaller than a block, not a
+multiple of it, and several blocks per program.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import mbkernels as mbk
+from mbkernels import ops
+
+from .conftest import KERNEL_DEVICE, requires_triton
+
+pytestmark = [requires_triton, pytest.mark.interpret]
+
+TOL = {
+    torch.float32: {"rtol": 1e-5, "atol": 1e-5},
+    torch.float16: {"rtol": 1e-3, "atol": 1e-3},
+    torch.bfloat16: {"rtol": 8e-3, "atol": 8e-3},
+}
+SIZES = [37, 300, 4099, 33_003]  # < one block, not a multiple, many blocks per program
+
+
+def _grads(t: int, n: int, dtype: torch.dtype, zero: int | None = None) -> list[torch.Tensor]:
+    scales = torch.logspace(-1, 1, t)
+    gs = [(s * torch.randn(n)).to(dtype).to(KERNEL_DEVICE) for s in scales]
+    if zero is not None:
+        gs[zero] = torch.zeros_like(gs[zero])
+    return gs
+
+
+def _gram64(gs: list[torch.Tensor]) -> torch.Tensor:
+    m = torch.stack([g.double().reshape(-1) for g in gs])
+    return m @ m.T
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("t", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gram_kernel_matches_reference(n: int, t: int, dtype: torch.dtype) -> None:
+    gs = _grads(t, n, dtype, zero=t - 1 if t >= 3 else None)
+    got = ops.gram(gs, backend="triton")
+    ref = ops.gram(gs, backend="torch")
+    assert got.dtype == torch.float32 and got.shape == (t, t)
+    # Both accumulate float32 products of the same upcast inputs; compare to float64 too.
+    scale = ref.abs().max().item()
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5 * scale)
+    torch.testing.assert_close(got.double(), _gram64(gs), rtol=1e-5, atol=1e-5 * scale)
+    if t >= 3:
+        assert got[t - 1].abs().sum() == 0
+
+
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("t", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_weighted_sum_kernel_matches_reference(n: int, t: int, dtype: torch.dtype) -> None:
+    gs = _grads(t, n, dtype, zero=0 if t >= 2 else None)
+    w = torch.rand(t, device=KERNEL_DEVICE) * 3
+    got = ops.weighted_sum(gs, w, backend="triton")
+    ref = ops.weighted_sum(gs, w, backend="torch")
+    exact = sum(w_t.double() * g.double() for w_t, g in zip(w, gs))
+    assert got.dtype == dtype and got.shape == gs[0].shape
+    torch.testing.assert_close(got, ref, **TOL[dtype])
+    torch.testing.assert_close(got.double(), exact, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("t", [2, 5])
+def test_balancer_triton_equals_torch_with_unused_tower(dtype: torch.dtype, t: int) -> None:
+    """Several steps through the whole module, one tower unused, one task all-zero."""
+    results = {}
+    for backend in ("torch", "triton"):
+        torch.manual_seed(1)
+        bal = mbk.MultiBalance(t, beta=0.7, relax=0.8, reference="mean", backend=backend)
+        grads = []
+        for _ in range(3):
+            z = torch.randn(3, 7, 11, device=KERNEL_DEVICE, dtype=dtype, requires_grad=True)
+            outs = bal(z)
+            coefs = torch.linspace(-2, 4, t).tolist()
+            # task 0 unused; task 1 has an all-zero gradient (multiplied by 0)
+            loss = sum(c * o.float().pow(2).sum() for c, o in zip(coefs[1:], outs[1:]))
+            loss = loss + 0.0 * outs[1].float().sum()
+            loss.backward()
+            grads.append(z.grad)
+        results[backend] = (grads, bal.state_dict())
+    for a, b in zip(results["torch"][0], results["triton"][0]):
+        torch.testing.assert_close(a, b, **TOL[dtype])
+    sa, sb = results["torch"][1], results["triton"][1]
+    torch.testing.assert_close(sa["ema"], sb["ema"], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(sa["weights"], sb["weights"], rtol=1e-4, atol=1e-6)
+
+
+def test_non_contiguous_and_expanded_gradients() -> None:
+    base = torch.randn(64, 48, device=KERNEL_DEVICE)
+    gs = [base.T, torch.ones(48, 64, device=KERNEL_DEVICE).expand(48, 64), base.T * 2]
+    gs[1] = torch.ones(1, 1, device=KERNEL_DEVICE).expand(48, 64)  # stride 0, as from .sum()
+    w = torch.tensor([1.0, -2.0, 0.5], device=KERNEL_DEVICE)
+    torch.testing.assert_close(ops.gram(gs, "triton"), ops.gram(gs, "torch"), rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(ops.weighted_sum(gs, w, "triton"), ops.weighted_sum(gs, w, "torch"))

@@ -50,6 +50,9 @@ class Balancer(nn.Module):
     ``weights`` (the last weights applied), plus the rule's configuration.
     """
 
+    step: Tensor
+    weights: Tensor
+
     def __init__(
         self,
         rule: Rule,
@@ -99,12 +102,19 @@ class Balancer(nn.Module):
             full[idx[:, None], idx[None, :]] = gram_local
             gram_local = full
         gram = self.gram_reduce(gram_local) if self.gram_reduce is not None else gram_local
-        weights = self._step_rule(gram)
+        weights = self.step_weights(gram)
         w_present = weights if len(present) == self.num_tasks else weights[present]
         return ops.weighted_sum(gs, w_present, self.backend)
 
-    def _step_rule(self, gram: Tensor) -> Tensor:
-        """Run the rule, commit its state if the statistics are finite; return applied weights."""
+    def step_weights(self, gram: Tensor) -> Tensor:
+        """One balancing step from a global ``[T, T]`` Gram matrix: run the rule, commit
+        its state if the statistics are finite, record :attr:`stats`; return the weights
+        applied this step.
+
+        The fork's backward calls this between the two kernel passes. It is public for
+        code that computes the Gram matrix itself (parameter-level experiments,
+        benchmarks, teaching) and wants the same state handling.
+        """
         old_state = {name: getattr(self, name) for name in self._state_names}
         step = self.step + 1
         weights, new_state = self.rule.weights(gram, old_state, step)

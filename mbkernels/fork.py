@@ -23,7 +23,7 @@ class _Fork(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: FunctionCtx, combine: Combine, num_outputs: int, z: Tensor
-    ) -> tuple[Tensor, ...]:  # type: ignore[override]
+    ) -> tuple[Tensor, ...]:
         ctx.combine = combine  # type: ignore[attr-defined]
         # Unused outputs give None instead of a freshly allocated zero tensor.
         ctx.set_materialize_grads(False)

@@ -1,0 +1,12 @@
+"""Course-specific helpers: exercise self-checks and the notebook map.
+
+The notebooks import from here (and from the rest of :mod:`mbviz`); they never
+carry copies of library code. ``checks`` holds one function per exercise: it
+prints a verdict with a hint and returns ``True``/``False``, never raises, so a
+notebook with an unanswered exercise still runs top to bottom under nbval.
+"""
+
+from .checks import check_bytes_moved, check_multibalance_weights
+from .syllabus import NOTEBOOKS, course_map
+
+__all__ = ["NOTEBOOKS", "check_bytes_moved", "check_multibalance_weights", "course_map"]

@@ -1,0 +1,78 @@
+"""The map of the course: one entry per notebook, shown by notebook 00."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Notebook:
+    file: str
+    title: str
+    story: str
+    minutes: int  # suggested teaching time in a workshop
+
+
+NOTEBOOKS: tuple[Notebook, ...] = (
+    Notebook(
+        "00_start_here.ipynb", "Start here", "check the environment; one MultiBalance step", 10
+    ),
+    Notebook(
+        "01_gradient_conflict.ipynb",
+        "Gradient conflict and negative transfer",
+        "when tasks pull the shared layers apart, and what that costs",
+        20,
+    ),
+    Notebook(
+        "02_multibalance_step_by_step.ipynb",
+        "MultiBalance step by step",
+        "representation gradients, EMA, reweighting, relax",
+        25,
+    ),
+    Notebook(
+        "03_pareto_fronts.ipynb",
+        "Pareto fronts on synthetic tasks",
+        "a weight sweep against the balancing rules, on a known front",
+        20,
+    ),
+    Notebook(
+        "04_stochastic_stability.ipynb",
+        "Stochastic stability",
+        "why the moving average: noisy batches, jerky weights",
+        15,
+    ),
+    Notebook(
+        "05_movielens_recommender.ipynb",
+        "A real multi-task recommender",
+        "MovieLens, three tasks, per-task KPI monitoring, throughput",
+        25,
+    ),
+    Notebook(
+        "06_inside_the_triton_kernel.ipynb",
+        "Inside the Triton kernel",
+        "the two passes, interpreter on CPU, compiled on GPU, bytes moved",
+        20,
+    ),
+    Notebook(
+        "07_representation_vs_parameter_level.ipynb",
+        "Representation vs parameter level",
+        "the throughput a backward per task costs, measured live",
+        15,
+    ),
+)
+
+
+def course_map(notebook_dir: str | Path | None = None) -> Any:
+    """The course as a pandas DataFrame (with an ``available`` column if a folder is given)."""
+    import pandas as pd
+
+    rows = [
+        {"notebook": n.file, "title": n.title, "story": n.story, "minutes": n.minutes}
+        for n in NOTEBOOKS
+    ]
+    df = pd.DataFrame(rows)
+    if notebook_dir is not None:
+        df["available"] = [(Path(notebook_dir) / n.file).exists() for n in NOTEBOOKS]
+    return df

@@ -1,0 +1,64 @@
+"""The exercises' self-checks: right answers pass, wrong or missing ones do not,
+and every solution file in notebooks/solutions/ passes its own check."""
+
+from __future__ import annotations
+
+import runpy
+from pathlib import Path
+
+import pytest
+import torch
+
+import mbkernels as mbk
+from mbviz.course import check_bytes_moved, check_multibalance_weights
+from mbviz.course.traffic import bytes_moved
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = sorted((ROOT / "notebooks" / "solutions").glob("[0-9][0-9]_*.py"))
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=lambda p: p.name)
+def test_solution_passes_its_check(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runpy.run_path(str(path), run_name="__main__")  # each solution asserts its check
+    assert "correct!" in capsys.readouterr().out
+
+
+def test_every_notebook_has_a_solution() -> None:
+    notebooks = {p.stem for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    assert notebooks <= {p.stem for p in SOLUTIONS}
+
+
+def _balancer_after_two_steps() -> mbk.MultiBalance:
+    bal = mbk.MultiBalance(num_tasks=3, beta=0.5, relax=0.7, reference="target", target=1)
+    for scale in (1.0, 2.0):
+        z = torch.ones(4, 2, requires_grad=True)
+        zs = bal(z)
+        # dL_t/dz = c_t everywhere: norms 2*sqrt(2)*c_t with c = (1, 4, 0.5) * scale
+        sum(c * scale * zt.sum() for c, zt in zip((1.0, 4.0, 0.5), zs)).backward()
+    return bal
+
+
+def test_weights_check_against_hand_computed_values(capsys: pytest.CaptureFixture[str]) -> None:
+    bal = _balancer_after_two_steps()
+    # Every norm is proportional to c_t, so m_ref / m_t = c_1 / c_t = (4, 1, 8).
+    by_hand = [0.7 * 4 + 0.3, 1.0, 0.7 * 8 + 0.3]
+    assert check_multibalance_weights(by_hand, bal)
+    assert torch.allclose(bal.stats.weights.double(), torch.tensor(by_hand, dtype=torch.float64))
+    assert not check_multibalance_weights([1.0, 1.0, 1.0], bal)
+    assert not check_multibalance_weights([1.0, 2.0], bal)  # wrong length: a hint, no exception
+    assert not check_multibalance_weights(None, bal)
+    out = capsys.readouterr().out
+    assert "correct!" in out and "not quite" in out and "not answered yet" in out
+
+
+def test_bytes_check_and_formula() -> None:
+    # T = 2 tasks of N = 10 float32: fused 5 passes of 10 elements, naive 13.
+    assert bytes_moved(2, 10, "float32", "fused") == 5 * 10 * 4
+    assert bytes_moved(2, 10, "float32", "naive") == 13 * 10 * 4
+    assert check_bytes_moved(200, num_tasks=2, numel=10, dtype="float32")
+    assert not check_bytes_moved(80, num_tasks=2, numel=10, dtype="float32")
+    assert not check_bytes_moved(None, num_tasks=2, numel=10, dtype="float32")
+    with pytest.raises(ValueError, match="dtype"):
+        bytes_moved(2, 10, "int8")
+    with pytest.raises(ValueError, match="method"):
+        bytes_moved(2, 10, "float32", "magic")

@@ -1,0 +1,57 @@
+"""Command line: ``python -m mbkernels.bench {op,all} [options]``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from .report import environment, write_html, write_json
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m mbkernels.bench",
+        description="Benchmarks of mbkernels: training throughput (with memory) and the fused op.",
+    )
+    p.add_argument("which", choices=["op", "all"], help="what to run")
+    p.add_argument("--quick", action="store_true", help="small sweep (a few minutes on a laptop)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's own)"
+    )
+    p.add_argument("--rounds", type=int, default=None, help="interleaved timing rounds")
+    p.add_argument("--tasks", type=int, nargs="+", default=None, help="numbers of tasks T")
+    p.add_argument("--log2-sizes", type=int, nargs="+", default=None, help="op: log2 of N per task")
+    p.add_argument("--batch", type=int, default=None, help="throughput: batch size")
+    p.add_argument("--steps", type=int, default=None, help="throughput: steps per sample")
+    p.add_argument("--no-compile", action="store_true", help="op: skip the torch.compile row")
+    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # test-suite size
+    p.add_argument("--json", default=None, help="write the results as JSON here")
+    p.add_argument("--html", default=None, help="write a plotly chart as HTML here")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be an integer in [1, inf), got {args.threads}")
+        torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    results: dict[str, Any] = {"environment": {**environment(), "device": device}}
+    say = print
+    if args.which in ("op", "all"):
+        from .op import format_op, op_config, run_op
+
+        cfg = op_config(args, device)
+        results["op"] = run_op(cfg, progress=lambda s: say(s, file=sys.stderr, flush=True))
+        say(format_op(results["op"]))
+    if args.json:
+        say(f"wrote {write_json(results, args.json)}")
+    if args.html:
+        say(f"wrote {write_html(results, args.html)}")
+    return 0

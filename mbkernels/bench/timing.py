@@ -1,0 +1,93 @@
+"""Interleaved timing: every candidate runs once per round, in a rotating order.
+
+Timing candidates one after the other lets a burst of load from another process
+hit one of them and not the others. Here round ``r`` runs every candidate once
+(starting at candidate ``r mod k``), so slow phases of the machine are shared
+out evenly, and ratios between candidates of one run are fair. Each sample
+times ``repeat`` calls (chosen so that a sample lasts at least ``min_sample_s``)
+and records the time per call. Reported: median (typical) and fastest (least
+disturbed) time per call.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from .._validation import check_float, check_int
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Seconds per call of one candidate, one value per round."""
+
+    name: str
+    seconds: tuple[float, ...]
+    repeat: int
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def best(self) -> float:
+        return min(self.seconds)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "median_s": self.median,
+            "best_s": self.best,
+            "rounds": len(self.seconds),
+            "repeat": self.repeat,
+            "samples_s": list(self.seconds),
+        }
+
+
+def _no_sync() -> None:
+    return None
+
+
+def _sample(fn: Callable[[], object], repeat: int, sync: Callable[[], None]) -> float:
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    sync()
+    return (time.perf_counter() - start) / repeat
+
+
+def interleaved(
+    candidates: Mapping[str, Callable[[], object]],
+    *,
+    rounds: int = 5,
+    warmup: int = 1,
+    min_sample_s: float = 0.0,
+    sync: Callable[[], None] | None = None,
+) -> dict[str, Timing]:
+    """Time each candidate over ``rounds`` interleaved rounds; return ``{name: Timing}``.
+
+    ``warmup`` untimed calls per candidate come first (compilation, caches,
+    allocator). ``sync`` is called around each sample (``torch.cuda.synchronize``
+    on GPU). ``min_sample_s`` > 0 repeats fast candidates within one sample.
+    """
+    check_int("rounds", rounds, low=1)
+    check_int("warmup", warmup, low=0)
+    check_float("min_sample_s", min_sample_s, low=0.0, high=60.0)
+    if not candidates:
+        raise ValueError("candidates must name at least one function to time")
+    do_sync = sync or _no_sync
+    names = list(candidates)
+    repeats: dict[str, int] = {}
+    for name in names:
+        for _ in range(warmup):
+            candidates[name]()
+        one = _sample(candidates[name], 1, do_sync)
+        repeats[name] = max(1, int(min_sample_s / max(one, 1e-9)) + 1) if min_sample_s else 1
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for k in range(len(names)):
+            name = names[(r + k) % len(names)]
+            samples[name].append(_sample(candidates[name], repeats[name], do_sync))
+    return {name: Timing(name, tuple(samples[name]), repeats[name]) for name in names}

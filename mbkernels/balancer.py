@@ -8,14 +8,20 @@ Usage::
 
 Per backward, through :mod:`mbkernels.ops`:
 
-1. pass 1: the ``[T, T]`` Gram matrix of the task gradients (float32);
-2. ``gram_reduce`` (identity unless distributed) makes it global;
-3. the rule maps Gram + state to weights and new state;
-4. the new state is committed only if the statistics are finite;
-5. pass 2: ``sum_t w_t g_t`` in the gradients' dtype.
+1. pass 1: the ``[T, T]`` Gram matrix of the task gradients (float32
+   accumulation; recomputed in float64 only if that left float32's range,
+   :mod:`mbkernels.numerics`); float64 from here on;
+2. multi-process: one all-reduce makes it global (:mod:`mbkernels.distributed`),
+   or a custom ``gram_reduce``;
+3. mixed precision: divided by the GradScaler's ``scale**2`` (:mod:`mbkernels.amp`);
+4. the rule maps Gram + state to weights and new state, under the non-finite
+   policy (:mod:`mbkernels.nonfinite`);
+5. the new state is committed only if the statistics are finite;
+6. pass 2: ``sum_t w_t g_t`` in the gradients' dtype.
 
-Everything stays on the device; nothing waits for the GPU unless the user
-reads :attr:`Balancer.stats` as Python numbers.
+Everything stays on the device. Host reads (one boolean per step) happen for
+the range check (``range_check=False`` removes it), and for the
+``"skip_task"`` and ``"raise"`` policies; none for the default policy.
 """
 
 from __future__ import annotations
@@ -28,7 +34,16 @@ from torch import Tensor, nn
 
 from . import ops
 from ._validation import check_choice
+from .amp import check_grad_scaler, current_scale, unscale_gram
+from .distributed import active_group, all_reduce_gram, check_process_group
 from .fork import fork
+from .nonfinite import (
+    NONFINITE_POLICIES,
+    NonFiniteGradientError,
+    NonFinitePolicy,
+    nonfinite_tasks,
+)
+from .numerics import range_safe_gram
 from .rules.base import Rule
 from .stats import BalanceStats
 
@@ -43,8 +58,17 @@ class Balancer(nn.Module):
         backend: ``"auto"`` (Triton on CUDA when available, else PyTorch),
             ``"torch"`` or ``"triton"``.
         gram_reduce: called on the local ``[T, T]`` Gram matrix before the
-            weights are computed; returns the global one. The seam for
-            multi-process training (all-reduce); identity when ``None``.
+            weights are computed; returns the global one. When given, it
+            replaces the built-in all-reduce of ``process_group``.
+        process_group: ``"auto"`` (default): all-reduce the Gram matrix over the
+            default group when torch.distributed is initialised with more than
+            one rank; ``None``/``False``: never; or a ``ProcessGroup``.
+        nonfinite: ``"skip_update"`` (default), ``"skip_task"`` or ``"raise"``;
+            see :mod:`mbkernels.nonfinite`.
+        grad_scaler: the ``torch.amp.GradScaler`` that scales the losses, so the
+            weights do not depend on the loss scale (:mod:`mbkernels.amp`).
+        range_check: recompute the Gram matrix in float64 when float32
+            accumulation over- or underflowed (:mod:`mbkernels.numerics`).
 
     State (``state_dict``): the rule's state tensors, ``step`` (int64) and
     ``weights`` (the last weights applied), plus the rule's configuration.
@@ -59,14 +83,26 @@ class Balancer(nn.Module):
         *,
         backend: str = "auto",
         gram_reduce: GramReduce | None = None,
+        process_group: Any = "auto",
+        nonfinite: NonFinitePolicy | str = "skip_update",
+        grad_scaler: torch.amp.GradScaler | None = None,
+        range_check: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(rule, Rule):
             raise ValueError(f"rule must be a mbkernels.rules.Rule, got {type(rule).__name__}")
+        if gram_reduce is not None and not callable(gram_reduce):
+            raise ValueError(f"gram_reduce must be None or callable, got {gram_reduce!r}")
+        if not isinstance(range_check, bool):
+            raise ValueError(f"range_check must be True or False, got {range_check!r}")
         self.rule = rule
         self.num_tasks = rule.num_tasks
         self.backend = check_choice("backend", backend, ops.BACKENDS)
         self.gram_reduce = gram_reduce
+        self.process_group = check_process_group(process_group)
+        self.nonfinite = check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
+        self.grad_scaler = check_grad_scaler(grad_scaler)
+        self.range_check = range_check
         self._state_names = tuple(rule.init_state())
         for name, value in rule.init_state().items():
             if name in ("step", "weights"):
@@ -95,38 +131,77 @@ class Balancer(nn.Module):
         gs = [g for g in grads if g is not None]
         device = gs[0].device
         self._follow(device)
-        gram_local = ops.gram(gs, self.backend)
+        gram_local = range_safe_gram(gs, self.backend, self.range_check)  # float64
         if len(present) < self.num_tasks:  # unused towers: zero rows and columns
             full = gram_local.new_zeros(self.num_tasks, self.num_tasks)
             idx = torch.tensor(present, device=device)
             full[idx[:, None], idx[None, :]] = gram_local
             gram_local = full
-        gram = self.gram_reduce(gram_local) if self.gram_reduce is not None else gram_local
+        gram = self._reduce(gram_local)
+        gram = unscale_gram(gram, current_scale(self.grad_scaler))
         weights = self.step_weights(gram)
+        if self.nonfinite == "skip_task":
+            # Dropped tasks have weight 0, but 0 * inf is NaN: leave them out of pass 2.
+            bad = nonfinite_tasks(gram)
+            dropped = (bad & (~bad).any()).tolist()
+            keep = [k for k, i in enumerate(present) if not dropped[i]]
+            if len(keep) < len(present):
+                gs = [gs[k] for k in keep]
+                present = [present[k] for k in keep]
         w_present = weights if len(present) == self.num_tasks else weights[present]
         return ops.weighted_sum(gs, w_present, self.backend)
 
-    def step_weights(self, gram: Tensor) -> Tensor:
-        """One balancing step from a global ``[T, T]`` Gram matrix: run the rule, commit
-        its state if the statistics are finite, record :attr:`stats`; return the weights
-        applied this step.
+    def _reduce(self, gram: Tensor) -> Tensor:
+        if self.gram_reduce is not None:
+            return self.gram_reduce(gram)
+        reduce, group = active_group(self.process_group)
+        return all_reduce_gram(gram, group) if reduce else gram
 
-        The fork's backward calls this between the two kernel passes. It is public for
-        code that computes the Gram matrix itself (parameter-level experiments,
-        benchmarks, teaching) and wants the same state handling.
+    def step_weights(self, gram: Tensor) -> Tensor:
+        """One balancing step from a global ``[T, T]`` Gram matrix: run the rule under the
+        non-finite policy, commit its state if the statistics are finite, record
+        :attr:`stats`; return the weights applied this step (float32 ``[T]``).
+
+        The fork's backward calls this between the two kernel passes (after the
+        all-reduce and the loss-scale correction). It is public for code that
+        computes the Gram matrix itself (parameter-level experiments, benchmarks,
+        teaching) and wants the same state handling. The rule runs in float64.
         """
+        if not isinstance(gram, Tensor) or gram.shape != (self.num_tasks, self.num_tasks):
+            got = tuple(gram.shape) if isinstance(gram, Tensor) else type(gram).__name__
+            raise ValueError(
+                f"gram must be a [{self.num_tasks}, {self.num_tasks}] tensor "
+                f"(num_tasks={self.num_tasks}), got {got}"
+            )
+        gram = gram.to(device=self.step.device, dtype=torch.float64)
+        bad = nonfinite_tasks(gram)
+        if self.nonfinite == "raise" and bool(bad.any()):
+            raise NonFiniteGradientError(bad.nonzero().flatten().tolist())
         old_state = {name: getattr(self, name) for name in self._state_names}
         step = self.step + 1
-        weights, new_state = self.rule.weights(gram, old_state, step)
-        finite = torch.isfinite(gram).all() & torch.isfinite(weights).all()
+        if self.nonfinite == "skip_task":
+            active = ~bad
+            clean = torch.where(gram.isfinite(), gram, torch.zeros_like(gram))
+            weights, new_state = self.rule.weights_subset(clean, old_state, step, active)
+            finite = active.any()
+        else:
+            weights, new_state = self.rule.weights(gram, old_state, step)
+            finite = gram.isfinite().all()
+        weights = weights.to(self.weights.dtype)
+        finite = finite & weights.isfinite().all()
         for v in new_state.values():
-            finite = finite & torch.isfinite(v).all()
+            finite = finite & v.isfinite().all()
+        if self.nonfinite == "raise" and not bool(finite):
+            raise FloatingPointError(
+                "the balancing weights or rule state are not finite although every task "
+                "gradient is; the balancer state was not changed"
+            )
         # Commit without a host sync: torch.where on device, copied in place.
         for name in self._state_names:
             old = old_state[name]
             old.copy_(torch.where(finite, new_state[name].to(old.dtype), old))
         self.step.copy_(torch.where(finite, step, self.step))
-        applied = torch.where(finite, weights.to(self.weights.dtype), self.weights)
+        applied = torch.where(finite, weights, self.weights)
         self.weights.copy_(applied)
         self._stats = BalanceStats(
             gram=gram.detach(),
@@ -180,6 +255,12 @@ class Balancer(nn.Module):
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
 
+    def check_state_dict(self, state_dict: Mapping[str, Any], prefix: str = "") -> None:
+        """Raise ``ValueError`` (changing nothing) if ``state_dict`` (entries under
+        ``prefix``) does not fit this balancer: other ``num_tasks``, other rule, wrong
+        shapes, non-finite values. ``load_state_dict`` runs this before copying."""
+        self._check_loadable(state_dict, prefix)
+
     def _check_loadable(self, state_dict: Mapping[str, Any], prefix: str) -> None:
         """Raise ``ValueError`` (changing nothing) if the state does not fit this balancer."""
         extra = state_dict.get(prefix + "_extra_state")
@@ -212,4 +293,4 @@ class Balancer(nn.Module):
                 raise ValueError(f"state_dict entry {key!r} must be finite")
 
     def extra_repr(self) -> str:
-        return f"rule={self.rule!r}, backend={self.backend!r}"
+        return f"rule={self.rule!r}, backend={self.backend!r}, nonfinite={self.nonfinite!r}"

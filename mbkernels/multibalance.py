@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+
 from .balancer import Balancer, GramReduce
 from .rules.multibalance import MultiBalanceRule, Reference
 
@@ -22,7 +26,11 @@ class MultiBalance(Balancer):
         eps: > 0, added to the EMA in the denominator.
         bias_correction: divide the EMA by ``1 - beta**step``.
         backend: "auto", "torch" or "triton".
-        gram_reduce: global reduction of the Gram matrix (multi-process seam).
+        gram_reduce: custom global reduction of the Gram matrix.
+        process_group: "auto", None/False or a ProcessGroup (see :class:`Balancer`).
+        nonfinite: "skip_update", "skip_task" or "raise" (:mod:`mbkernels.nonfinite`).
+        grad_scaler: the ``torch.amp.GradScaler`` in use (:mod:`mbkernels.amp`).
+        range_check: float64 fallback for the Gram matrix (:mod:`mbkernels.numerics`).
     """
 
     def __init__(
@@ -37,6 +45,10 @@ class MultiBalance(Balancer):
         bias_correction: bool = True,
         backend: str = "auto",
         gram_reduce: GramReduce | None = None,
+        process_group: Any = "auto",
+        nonfinite: str = "skip_update",
+        grad_scaler: torch.amp.GradScaler | None = None,
+        range_check: bool = True,
     ) -> None:
         rule = MultiBalanceRule(
             num_tasks,
@@ -47,4 +59,12 @@ class MultiBalance(Balancer):
             eps=eps,
             bias_correction=bias_correction,
         )
-        super().__init__(rule, backend=backend, gram_reduce=gram_reduce)
+        super().__init__(
+            rule,
+            backend=backend,
+            gram_reduce=gram_reduce,
+            process_group=process_group,
+            nonfinite=nonfinite,
+            grad_scaler=grad_scaler,
+            range_check=range_check,
+        )

@@ -18,7 +18,8 @@ class BalanceStats:
 
     Attributes:
         gram: ``[T, T]`` Gram matrix ``G_ij = <g_i, g_j>`` of the per-task
-            gradients on the shared representation (float32 or float64).
+            gradients on the shared representation (float64; after the
+            all-reduce and the loss-scale correction, as the rule saw it).
         norms: ``[T]`` gradient norms ``||g_t||`` (the square root of the diagonal).
         weights: ``[T]`` weights applied on this step.
         state: the rule's state after the step (for MultiBalance, ``{"ema": [T]}``).

@@ -51,6 +51,28 @@ class Rule(ABC):
             ``(weights [T], new_state)``; weights in ``gram``'s dtype.
         """
 
+    def weights_subset(
+        self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor, active: Tensor
+    ) -> tuple[Tensor, State]:
+        """Weights when only the tasks with ``active[t]`` take part in this step.
+
+        Used by ``nonfinite="skip_task"``: inactive tasks get weight 0 and keep their
+        per-task state (state tensors whose first dimension is ``num_tasks``); the
+        rule sees a Gram matrix whose inactive rows and columns are 0. Rules with a
+        better notion of "absent" override this.
+        """
+        both = active[:, None] & active[None, :]
+        masked = torch.where(both, gram, torch.zeros_like(gram))
+        weights, new_state = self.weights(masked, state, step)
+        held: State = {}
+        for name, value in new_state.items():
+            old = state[name]
+            if value.dim() >= 1 and value.shape[0] == self.num_tasks:
+                keep = active.reshape(-1, *([1] * (value.dim() - 1)))
+                value = torch.where(keep, value, old.to(value.dtype))
+            held[name] = value
+        return torch.where(active, weights, torch.zeros_like(weights)), held
+
     def config(self) -> dict[str, Any]:
         """Hyperparameters, for reprs and saved checkpoints."""
         return {"num_tasks": self.num_tasks}

@@ -67,20 +67,33 @@ class MultiBalanceRule(Rule):
     def weights(
         self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor
     ) -> tuple[Tensor, State]:
-        norms = gram.diagonal().clamp_min(0).sqrt()
-        ema = state["ema"].to(norms.dtype)
-        ema = self.beta * ema + (1.0 - self.beta) * norms
+        active = torch.ones(self.num_tasks, dtype=torch.bool, device=gram.device)
+        return self.weights_subset(gram, state, step, active)
+
+    def weights_subset(
+        self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor, active: Tensor
+    ) -> tuple[Tensor, State]:
+        """Inactive tasks keep their EMA (it is not decayed) and get weight 0; a
+        target task that is inactive still serves as reference with its held EMA."""
+        diag = torch.where(active, gram.diagonal(), torch.zeros_like(gram.diagonal()))
+        norms = diag.clamp_min(0).sqrt()
+        old = state["ema"].to(norms.dtype)
+        ema = torch.where(active, self.beta * old + (1.0 - self.beta) * norms, old)
         m = ema
         if self.bias_correction:
             m = ema / (1.0 - torch.pow(torch.as_tensor(self.beta, dtype=ema.dtype), step))
         if self.reference == "target":
             ref = m[self.target]
         elif self.reference == "mean":
-            ref = m.mean()
+            count = active.sum().clamp_min(1).to(m.dtype)
+            ref = torch.where(active, m, torch.zeros_like(m)).sum() / count
         else:
-            ref = m.max()
+            ref = torch.where(active, m, torch.zeros_like(m)).max()
         w = self.relax * ref / (m + self.eps) + (1.0 - self.relax)
+        # A task with no gradient history (EMA exactly 0) gets weight 1: finite, and
+        # harmless since its gradient is 0.
         w = torch.where(m > 0, w, torch.ones_like(w))
+        w = torch.where(active, w, torch.zeros_like(w))
         return w, {"ema": ema.to(state["ema"].dtype)}
 
     def config(self) -> dict[str, Any]:

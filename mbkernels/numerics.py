@@ -1,0 +1,69 @@
+"""A Gram matrix with the range of float64, at the cost of float32 in the common case.
+
+Pass 1 accumulates ``G_ij = <g_i, g_j>`` in float32 (the fast kernels). The
+squares of the gradient elements can leave float32's range even when every
+gradient is finite and representable:
+
+* bfloat16/float32 elements above about ``1e19`` square to ``inf``;
+* elements below about ``1e-19`` square to subnormals or to 0, so the norm
+  is inaccurate or 0 (and the task would silently get the weight of a task
+  with no gradient).
+
+:func:`range_safe_gram` checks the float32 diagonal and, only when some entry
+is non-finite or below ``numel * 2**-125`` (where subnormal rounding could
+cost more than one float32 ulp of relative accuracy), recomputes the Gram
+matrix in float64 (exponent range 1e±308: every square of a finite float32 or
+bfloat16 number, and every product of two, is a normal float64). float16
+gradients never need this (their squares are normal float32 numbers) and
+float64 gradients are accumulated in float64 already.
+
+The check reads one boolean from the device per step (on CUDA a small
+synchronisation); ``Balancer(range_check=False)`` skips it, and then an
+overflowing Gram matrix is treated like a non-finite gradient
+(:mod:`mbkernels.nonfinite`).
+
+The result is always float64, so the rule runs in float64 whatever the path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from . import ops
+
+#: float32's smallest normal number is 2**-126; one below it per element is the bound.
+UNDERFLOW_PER_ELEMENT = 2.0**-125
+_CPU_CHUNK = 1 << 15
+
+
+def gram_float64(grads: Sequence[Tensor]) -> Tensor:
+    """``G_ij = <g_i, g_j>`` accumulated in float64, in cache-sized chunks on CPU."""
+    flat = [g.reshape(-1) for g in grads]
+    t, n, device = len(flat), flat[0].numel(), flat[0].device
+    gram = torch.zeros(t, t, dtype=torch.float64, device=device)
+    chunk = max(1, n if device.type != "cpu" else min(n, _CPU_CHUNK))
+    for start in range(0, n, chunk):
+        block = torch.stack([f[start : start + chunk].to(torch.float64) for f in flat])
+        gram.addmm_(block, block.T)
+    return gram
+
+
+def needs_float64(gram: Tensor, numel: int) -> Tensor:
+    """0-d bool: the float32 Gram ``gram`` of gradients with ``numel`` elements may be
+    inaccurate (a non-finite or underflowing diagonal entry)."""
+    diag = gram.diagonal()
+    return (~diag.isfinite() | (diag < numel * UNDERFLOW_PER_ELEMENT)).any()
+
+
+def range_safe_gram(grads: Sequence[Tensor], backend: str = "auto", check: bool = True) -> Tensor:
+    """The float64 ``[T, T]`` Gram matrix of ``grads``: the fast pass 1, recomputed in
+    float64 only when its float32 accumulation left float32's range (module docstring)."""
+    gram = ops.gram(grads, backend)
+    dtype = grads[0].dtype
+    if check and dtype not in (torch.float16, torch.float64):
+        if bool(needs_float64(gram, grads[0].numel())):
+            return gram_float64(grads)
+    return gram.to(torch.float64)

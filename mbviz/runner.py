@@ -1,0 +1,425 @@
+"""The experiment runner: train a multi-task model with any rule and record everything.
+
+:func:`train` runs one experiment and returns a :class:`RunResult` whose tables are
+tidy pandas DataFrames:
+
+``history`` — one row per (step, task): ``step, task, loss, norm, ema, weight,
+cos_<task>... , step_time`` plus ``rule, level, seed``. ``loss`` is the task's training
+loss (after the problem's loss scale, before any preference weight); ``norm`` the norm of
+the task's gradient that the rule saw (on the representation, or on the shared parameters
+at parameter level); ``ema`` the rule's moving average (NaN for rules without one);
+``weight`` the weight the rule applied; ``cos_<u>`` the cosine between this task's
+gradient and task ``u``'s; ``step_time`` seconds for forward + backward + optimiser step.
+
+``evals`` — one row per (step, split, task, metric): ``value``.
+
+Two levels:
+
+- ``"representation"``: the rule runs inside the backward pass of ``sum(losses)`` through
+  the model's balancer (:mod:`mbkernels` fork): one backward per step.
+- ``"parameter"``: one ``torch.autograd.grad`` per task over all parameters (T backward
+  passes), the Gram matrix of the per-task gradients of the *shared parameters*, the same
+  rule object (through :meth:`mbkernels.Balancer.step_weights`), and
+  ``sum_t w_t grad_t`` written to the shared parameters; task-specific parameters get
+  their ordinary gradients, as at representation level.
+
+Fixed preference weights (``preference=``) multiply the task losses before the rule:
+with ``rule="equal"`` that is linear scalarisation, the sweep behind an empirical
+Pareto front (:func:`sweep_preferences`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mbkernels import Balancer
+from mbkernels._validation import check_choice, check_float, check_int
+from mbkernels.stats import cosine_from_gram
+
+from . import metrics as M
+from ._deps import require
+from .problems.base import Batch, MultiTaskProblem
+from .rules import make_rule
+
+LEVELS = ("representation", "parameter")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one training run (``seed`` makes it reproducible)."""
+
+    rule: str = "equal"
+    rule_kwargs: dict[str, Any] = field(default_factory=dict)
+    level: str = "representation"
+    arch: str | None = None
+    steps: int = 300
+    batch_size: int = 512
+    lr: float = 1e-2
+    optimizer: str = "adam"
+    eval_every: int = 0
+    eval_splits: tuple[str, ...] = ("val",)
+    seed: int = 0
+    preference: tuple[float, ...] | None = None
+    progress: bool = True
+    backend: str = "auto"
+
+    def validate(self, problem: MultiTaskProblem) -> RunConfig:
+        check_choice("level", self.level, LEVELS)
+        check_int("steps", self.steps, low=1)
+        check_int("batch_size", self.batch_size, low=1)
+        check_float("lr", self.lr, low=0.0, high=10.0, low_open=True)
+        check_choice("optimizer", self.optimizer, ("adam", "sgd"))
+        check_int("eval_every", self.eval_every, low=0)
+        check_int("seed", self.seed, low=0)
+        if self.arch is not None:
+            check_choice("arch", self.arch, problem.archs)
+        if self.preference is not None:
+            if len(self.preference) != problem.num_tasks:
+                raise ValueError(
+                    f"preference must have num_tasks={problem.num_tasks} entries, "
+                    f"got {len(self.preference)}"
+                )
+            for i, p in enumerate(self.preference):
+                check_float(f"preference[{i}]", p, low=0.0, high=1e6)
+        if self.rule == "none" and self.level == "parameter":
+            raise ValueError("rule='none' (no balancer) needs level='representation'")
+        return self
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What a callback sees after each training step (plain Python values)."""
+
+    step: int
+    steps: int
+    task_names: tuple[str, ...]
+    losses: list[float]
+    norms: list[float]
+    ema: list[float]
+    weights: list[float]
+    cosine: list[list[float]]
+    step_time: float
+    metrics: dict[str, dict[str, float]] | None = None  # task -> metric -> value, at evals
+
+
+@dataclass
+class RunResult:
+    """A finished run: its config, tidy tables, final test metrics and the model."""
+
+    config: RunConfig
+    task_names: tuple[str, ...]
+    task_kinds: tuple[str, ...]
+    history: Any  # pandas.DataFrame
+    evals: Any  # pandas.DataFrame
+    test: dict[str, dict[str, float]]
+    model: nn.Module
+
+    @property
+    def label(self) -> str:
+        from .rules import label
+
+        name = label(self.config.rule)
+        if self.config.preference is not None:
+            name += " " + ",".join(f"{p:g}" for p in self.config.preference)
+        if self.config.level == "parameter":
+            name += " (param)"
+        return name
+
+    def primary(self, split: str = "test") -> dict[str, float]:
+        """Task -> its primary metric (AUC for binary, RMSE for regression)."""
+        if split == "test":
+            src = self.test
+        else:
+            last = self.evals[self.evals["split"] == split]
+            last = last[last["step"] == last["step"].max()]
+            src = {
+                t: dict(zip(g["metric"], g["value"])) for t, g in last.groupby("task", sort=False)
+            }
+        return {t: src[t][M.PRIMARY_METRIC[k]] for t, k in zip(self.task_names, self.task_kinds)}
+
+    def steps_per_second(self, skip: int = 5) -> float:
+        """Training steps per second (median step time, the first ``skip`` steps ignored)."""
+        h = self.history.drop_duplicates("step")
+        times = h["step_time"].to_numpy()[skip:] if len(h) > skip else h["step_time"].to_numpy()
+        return float(1.0 / np.median(times))
+
+
+def evaluate(
+    model: nn.Module, problem: MultiTaskProblem, split: str, *, chunk: int = 16384
+) -> dict[str, dict[str, float]]:
+    """Per-task metrics of ``model`` on ``problem.split(split)``: task -> metric -> value."""
+    batch = problem.split(split)
+    was_training = model.training
+    model.eval()
+    outs: list[list[Tensor]] = [[] for _ in range(problem.num_tasks)]
+    with torch.no_grad():
+        for start in range(0, len(batch), chunk):
+            part = batch.take(torch.arange(start, min(start + chunk, len(batch))))
+            for t, o in enumerate(model(*part.inputs)):
+                outs[t].append(o.float())
+    model.train(was_training)
+    result = {}
+    for t, (name, kind) in enumerate(zip(problem.task_names, problem.task_kinds)):
+        m = batch.mask[:, t]
+        o = torch.cat(outs[t])[m].numpy()
+        y = batch.targets[m, t].numpy()
+        result[name] = M.task_metrics(kind, y, o)
+    return result
+
+
+def _make_optimizer(config: RunConfig, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr)
+    return torch.optim.SGD(params, lr=config.lr)
+
+
+def _parameter_level_backward(model: nn.Module, losses: list[Tensor], balancer: Balancer) -> None:
+    """T backward passes; the rule on the Gram matrix of the shared-parameter gradients."""
+    shared = list(model.shared_parameters())  # type: ignore[operator]
+    shared_ids = {id(p) for p in shared}
+    others = [p for p in model.parameters() if id(p) not in shared_ids and p.requires_grad]
+    params = shared + others
+    T = len(losses)
+    per_task: list[list[Tensor | None]] = []
+    for t, loss in enumerate(losses):
+        per_task.append(
+            list(torch.autograd.grad(loss, params, retain_graph=t < T - 1, allow_unused=True))
+        )
+    ns = len(shared)
+    gram = torch.zeros(T, T, dtype=torch.float32)
+    for k in range(ns):
+        gk = [g[k] if g[k] is not None else torch.zeros_like(shared[k]) for g in per_task]
+        flat = torch.stack([g.reshape(-1).float() for g in gk])
+        gram += flat @ flat.T
+    weights = balancer.step_weights(gram)
+    for k, p in enumerate(params):
+        grads = [g[k] for g in per_task]
+        if k < ns:
+            total = sum(
+                (w * g for w, g in zip(weights.tolist(), grads) if g is not None),
+                torch.zeros_like(p),
+            )
+        else:
+            total = sum((g for g in grads if g is not None), torch.zeros_like(p))
+        p.grad = total
+
+
+def train(
+    problem: MultiTaskProblem,
+    config: RunConfig | None = None,
+    *,
+    callback: Callable[[StepRecord], None] | None = None,
+    **overrides: Any,
+) -> RunResult:
+    """Train one model on ``problem`` with ``config`` (fields may be overridden by keyword).
+
+    ``callback(record)`` runs after every step (see :class:`StepRecord`); the live
+    training monitor uses it. Returns a :class:`RunResult`.
+    """
+    pd = require("pandas")
+    tqdm = require("tqdm.auto").tqdm
+    config = replace(config or RunConfig(), **overrides).validate(problem)
+    T = problem.num_tasks
+    names = problem.task_names
+    torch.manual_seed(config.seed)
+    model = problem.make_model(config.arch or problem.archs[0])
+    balancer: Balancer | None = None
+    if config.rule == "none":
+        model.attach(None)
+    else:
+        rule = make_rule(config.rule, T, **config.rule_kwargs)
+        if config.level == "representation":
+            model.attach(rule, backend=config.backend)
+        else:
+            model.attach(None)
+            balancer = Balancer(rule, backend=config.backend)
+    opt = _make_optimizer(config, list(model.parameters()))
+    gen = torch.Generator().manual_seed(config.seed)
+    pref = None if config.preference is None else [float(p) for p in config.preference]
+
+    rows: list[tuple[Any, ...]] = []
+    eval_rows: list[tuple[Any, ...]] = []
+    nan_t = [float("nan")] * T
+
+    def run_eval(step: int) -> dict[str, dict[str, float]]:
+        out = {}
+        for split in config.eval_splits:
+            res = evaluate(model, problem, split)
+            for task, ms in res.items():
+                for metric, value in ms.items():
+                    eval_rows.append((step, split, task, metric, value))
+            out = res
+        return out
+
+    bar = tqdm(
+        total=config.steps,
+        desc=f"{config.rule} s{config.seed}",
+        disable=not config.progress,
+        leave=False,
+    )
+    model.train()
+    for step in range(1, config.steps + 1):
+        batch: Batch = problem.sample_batch(config.batch_size, gen)
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        outs = model(*batch.inputs)
+        losses = problem.task_losses(outs, batch)
+        weighted = losses if pref is None else [p * l for p, l in zip(pref, losses)]
+        if balancer is not None:
+            _parameter_level_backward(model, weighted, balancer)
+            stats = balancer.stats
+        else:
+            sum(weighted).backward()  # type: ignore[union-attr]
+            stats = model.stats
+        opt.step()
+        step_time = time.perf_counter() - t0
+
+        loss_v = [float(l.detach()) for l in losses]
+        if stats is not None:
+            norms = stats.norms.tolist()
+            weights = stats.weights.tolist()
+            ema = stats.ema.tolist() if stats.ema is not None else nan_t
+            cos = cosine_from_gram(stats.gram).tolist()
+        else:
+            norms, weights, ema = nan_t, [1.0] * T, nan_t
+            cos = [[float("nan")] * T for _ in range(T)]
+        for t in range(T):
+            rows.append(
+                (step, names[t], loss_v[t], norms[t], ema[t], weights[t], *cos[t], step_time)
+            )
+        evaluated = None
+        if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
+            evaluated = run_eval(step)
+        if callback is not None:
+            callback(
+                StepRecord(
+                    step,
+                    config.steps,
+                    names,
+                    loss_v,
+                    norms,
+                    ema,
+                    weights,
+                    cos,
+                    step_time,
+                    evaluated,
+                )
+            )
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{sum(loss_v):.3g}")
+    bar.close()
+    if not config.eval_every:
+        run_eval(config.steps)
+    test = evaluate(model, problem, "test")
+
+    cos_cols = [f"cos_{n}" for n in names]
+    history = pd.DataFrame(
+        rows, columns=["step", "task", "loss", "norm", "ema", "weight", *cos_cols, "step_time"]
+    )
+    history["rule"] = config.rule
+    history["level"] = config.level
+    history["seed"] = config.seed
+    evals = pd.DataFrame(eval_rows, columns=["step", "split", "task", "metric", "value"])
+    return RunResult(config, names, tuple(problem.task_kinds), history, evals, test, model)
+
+
+# ------------------------------------------------------------------- many runs
+def results_table(results: Sequence[RunResult]):  # -> pandas.DataFrame
+    """Long table of final test metrics: ``label, rule, level, seed, task, metric, value``."""
+    pd = require("pandas")
+    rows = []
+    for r in results:
+        for task, ms in r.test.items():
+            for metric, value in ms.items():
+                rows.append(
+                    (r.label, r.config.rule, r.config.level, r.config.seed, task, metric, value)
+                )
+    return pd.DataFrame(rows, columns=["label", "rule", "level", "seed", "task", "metric", "value"])
+
+
+def single_task_baselines(
+    problem: MultiTaskProblem, config: RunConfig | None = None, **overrides: Any
+) -> list[RunResult]:
+    """One run per task, trained on that task alone (preference one-hot, equal rule)."""
+    config = replace(config or RunConfig(), **overrides)
+    out = []
+    for t in range(problem.num_tasks):
+        pref = tuple(1.0 if u == t else 0.0 for u in range(problem.num_tasks))
+        out.append(
+            train(
+                problem,
+                replace(
+                    config, rule="equal", level="representation", preference=pref, rule_kwargs={}
+                ),
+            )
+        )
+    return out
+
+
+def baseline_metrics(baselines: Sequence[RunResult]) -> dict[str, float]:
+    """Task -> primary test metric of the single-task run trained for that task."""
+    out = {}
+    for r in baselines:
+        assert r.config.preference is not None
+        t = int(np.argmax(r.config.preference))
+        task = r.task_names[t]
+        out[task] = r.primary("test")[task]
+    return out
+
+
+def delta_m(result: RunResult, baselines: dict[str, float]) -> float:
+    """Δm% of ``result`` against single-task primary metrics (positive = better)."""
+    higher = {
+        t: M.HIGHER_IS_BETTER[M.PRIMARY_METRIC[k]]
+        for t, k in zip(result.task_names, result.task_kinds)
+    }
+    return M.delta_m(result.primary("test"), baselines, higher)
+
+
+def preference_grid(num_tasks: int, pair: tuple[int, int] = (0, 1), n: int = 7) -> list[tuple]:
+    """Preference vectors sweeping tasks ``pair``: ``w_i = 2 lam, w_j = 2 (1 - lam)``,
+    every other task 1, for ``n`` values of ``lam`` in [0.05, 0.95]."""
+    check_int("n", n, low=2)
+    i, j = pair
+    if not (0 <= i < num_tasks and 0 <= j < num_tasks and i != j):
+        raise ValueError(
+            f"pair must be two different task indices in [0, {num_tasks - 1}], got {pair}"
+        )
+    grid = []
+    for lam in np.linspace(0.05, 0.95, n):
+        w = [1.0] * num_tasks
+        w[i], w[j] = 2 * float(lam), 2 * float(1 - lam)
+        grid.append(tuple(w))
+    return grid
+
+
+def sweep_preferences(
+    problem: MultiTaskProblem,
+    config: RunConfig | None = None,
+    *,
+    preferences: Sequence[Sequence[float]] | None = None,
+    pair: tuple[int, int] = (0, 1),
+    n: int = 7,
+    **overrides: Any,
+) -> list[RunResult]:
+    """Linear scalarisation runs (equal rule, fixed preference weights): the points of an
+    empirical Pareto front. ``preferences`` defaults to :func:`preference_grid`."""
+    config = replace(config or RunConfig(), **overrides)
+    prefs = preferences if preferences is not None else preference_grid(problem.num_tasks, pair, n)
+    return [
+        train(problem, replace(config, rule="equal", rule_kwargs={}, preference=tuple(p)))
+        for p in prefs
+    ]
+
+
+def config_dict(config: RunConfig) -> dict[str, Any]:
+    """The config as a plain dict (for reports)."""
+    return asdict(config)

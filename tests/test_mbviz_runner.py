@@ -1,0 +1,124 @@
+"""mbviz runner and metrics: tidy history, reproducibility, sweeps, baselines, Δm%."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from mbviz import metrics as M
+from mbviz.problems import SyntheticProblem
+from mbviz.runner import (
+    RunConfig,
+    baseline_metrics,
+    delta_m,
+    preference_grid,
+    results_table,
+    single_task_baselines,
+    sweep_preferences,
+    train,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FAST = RunConfig(steps=30, batch_size=64, progress=False)
+
+
+def test_auc_matches_pairwise_definition() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    s = np.round(rng.normal(size=200) + y, 1)  # rounded: many ties
+    pos, neg = s[y == 1], s[y == 0]
+    brute = np.mean([(p > n) + 0.5 * (p == n) for p, n in itertools.product(pos, neg)])
+    assert M.auc(y, s) == pytest.approx(brute, abs=1e-12)
+    assert np.isnan(M.auc(np.ones(5), np.arange(5)))
+
+
+def test_normalized_entropy_and_rmse() -> None:
+    y = np.array([1, 0, 0, 1, 1.0])
+    assert M.normalized_entropy(y, np.full(5, 0.6)) == pytest.approx(1.0)  # the base rate
+    assert M.normalized_entropy(y, np.where(y > 0, 0.9, 0.1)) < 1.0
+    assert M.rmse([1, 2, 3], [1, 2, 5]) == pytest.approx(np.sqrt(4 / 3))
+
+
+def test_delta_m_signs() -> None:
+    base = {"a": 0.8, "r": 1.0}
+    hib = {"a": True, "r": False}
+    # AUC +10% relative, RMSE 10% lower: both better -> +10
+    assert M.delta_m({"a": 0.88, "r": 0.9}, base, hib) == pytest.approx(10.0)
+    assert M.delta_m({"a": 0.72, "r": 1.1}, base, hib) == pytest.approx(-10.0)
+    with pytest.raises(ValueError, match="same keys"):
+        M.delta_m({"a": 1.0}, base, hib)
+
+
+@pytest.mark.parametrize("level", ["representation", "parameter"])
+def test_history_columns_and_reproducibility(level: str) -> None:
+    p = SyntheticProblem(num_tasks=3, angle=100.0, scale_ratio=10.0)
+    a = train(p, FAST, rule="multibalance", level=level, eval_every=10)
+    b = train(p, FAST, rule="multibalance", level=level, eval_every=10)
+    expected = {
+        "step",
+        "task",
+        "loss",
+        "norm",
+        "ema",
+        "weight",
+        "cos_task1",
+        "cos_task2",
+        "cos_task3",
+        "step_time",
+        "rule",
+        "level",
+        "seed",
+    }
+    assert expected <= set(a.history.columns)
+    assert len(a.history) == 30 * 3
+    cols = [c for c in a.history.columns if c != "step_time"]
+    assert a.history[cols].equals(b.history[cols])
+    assert a.evals.equals(b.evals)
+    assert sorted(a.evals["step"].unique()) == [10, 20, 30]
+    assert a.test == b.test
+    h = a.history
+    assert np.allclose(h.loc[h.task == "task1", "cos_task1"], 1.0, atol=1e-5)
+    assert (h["weight"] > 0).all() and h["ema"].notna().all()
+    c = train(p, FAST, rule="multibalance", level=level, seed=1)
+    assert not np.allclose(c.history["loss"], a.history["loss"])
+
+
+def test_callback_sees_every_step() -> None:
+    seen = []
+    train(SyntheticProblem(), FAST, rule="multibalance", eval_every=15, callback=seen.append)
+    assert [r.step for r in seen] == list(range(1, 31))
+    assert seen[14].metrics is not None and seen[13].metrics is None
+    assert len(seen[0].weights) == 2 and len(seen[0].cosine) == 2
+
+
+def test_sweep_baselines_and_delta_m() -> None:
+    p = SyntheticProblem(angle=90.0, scale_ratio=1.0, noise=0.3)
+    cfg = RunConfig(steps=150, batch_size=128, lr=0.05, progress=False)
+    base = baseline_metrics(single_task_baselines(p, cfg))
+    assert base["task1"] == pytest.approx(0.3, rel=0.1) and base["task2"] == pytest.approx(
+        0.3, rel=0.1
+    )
+    runs = sweep_preferences(p, cfg, n=3)
+    assert [r.config.preference for r in runs] == preference_grid(2, n=3)
+    rm = [r.test["task1"]["rmse"] for r in runs]
+    assert rm[0] > rm[-1]  # more weight on task 1 -> lower task-1 error
+    eq = train(p, cfg, rule="equal")
+    # one shared feature for two orthogonal tasks: worse than single-task on average
+    assert delta_m(eq, base) < 0
+    table = results_table([eq, *runs])
+    assert set(table.columns) == {"label", "rule", "level", "seed", "task", "metric", "value"}
+
+
+def test_invalid_config() -> None:
+    p = SyntheticProblem()
+    with pytest.raises(ValueError, match="level"):
+        train(p, FAST, level="weights")
+    with pytest.raises(ValueError, match="preference"):
+        train(p, FAST, preference=(1.0,))
+    with pytest.raises(ValueError, match="steps"):
+        train(p, FAST, steps=0)
+    with pytest.raises(ValueError, match="rule"):
+        train(p, FAST, rule="unknown")

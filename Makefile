@@ -11,7 +11,7 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup setup-course setup-test course test report lint clean
+.PHONY: setup setup-course setup-test course test e2e report lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ course: setup-course
 
 test: setup-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# JupyterLab in headless Chromium (Debian's chromium package), every notebook: docs/e2e.md
+e2e: setup-test
+	$(BIN)/python -m pytest -m e2e tests/e2e $(PYTEST_ARGS)
 
 lint: setup-test
 	$(BIN)/ruff check .

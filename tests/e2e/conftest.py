@@ -21,6 +21,9 @@ from .jupyter_server import LabServer
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
+# The fixture notebooks are inputs of the browser test, not nbval tests: one fails on purpose.
+collect_ignore_glob = ["fixtures/*.ipynb"]
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Everything under tests/e2e is ``e2e``, and stays on one xdist worker."""

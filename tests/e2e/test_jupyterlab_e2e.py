@@ -22,7 +22,9 @@ from . import lab_driver
 from .conftest import REPO
 from .lab_session import LabSession, stem_of
 
-NOTEBOOKS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted(
+    p.relative_to(REPO).as_posix() for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")
+)
 PLAYGROUND_NOTEBOOKS = [p for p in NOTEBOOKS if Path(p).name.startswith("02_")]
 #: Contract with the course: the playground cell contains this text, and the playground's
 #: first slider is the angle between the two task gradients.

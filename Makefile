@@ -35,6 +35,10 @@ test: setup-test
 e2e: setup-test
 	$(BIN)/python -m pytest -m e2e tests/e2e $(PYTEST_ARGS)
 
+# The course without Jupyter: rerun its experiments and write one self-contained HTML page.
+report: setup-course
+	$(BIN)/python -m mbviz report -o report.html
+
 lint: setup-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

@@ -19,6 +19,8 @@ from typing import Any
 
 from mbkernels._validation import check_int
 
+from ._deps import require
+
 
 @dataclass
 class Section:
@@ -67,12 +69,7 @@ def run_sections(
 
 def render_html(sections: Sequence[Section], *, size: int = 1) -> str:
     """One HTML page; plotly.js inline exactly once, every figure a ``div`` + script."""
-    try:
-        import plotly.offline
-    except ImportError as exc:
-        raise ImportError(
-            "the report needs plotly: pip install plotly (or 'multibalance-lab[viz]')"
-        ) from exc
+    plotly_offline = require("plotly.offline")
 
     import mbkernels
 
@@ -81,7 +78,7 @@ def render_html(sections: Sequence[Section], *, size: int = 1) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         "<title>MultiBalance Lab: course report</title>",
         f"<style>{_STYLE}</style>",
-        f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>',
+        f'<script type="text/javascript">{plotly_offline.get_plotlyjs()}</script>',
         "</head><body>",
         "<h1>MultiBalance Lab: course report</h1>",
         '<p class="meta">'

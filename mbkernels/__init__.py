@@ -10,26 +10,48 @@ from .checkpoint import check_state_dict, load_state_dict
 from .fork import fork
 from .multibalance import MultiBalance
 from .nonfinite import NONFINITE_POLICIES, NonFiniteGradientError
-from .rules import Equal, MultiBalanceRule, Rule
+from .rules import (
+    IMTLG,
+    MGDAUB,
+    RULES,
+    AlignedMTL,
+    CAGrad,
+    Equal,
+    FixedWeights,
+    MaxNorm,
+    MultiBalanceRule,
+    PCGrad,
+    Rule,
+    make_rule,
+)
 from .stats import BalanceStats, cosine_from_gram
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "IMTLG",
+    "MGDAUB",
     "NONFINITE_POLICIES",
+    "RULES",
+    "AlignedMTL",
     "BalanceStats",
     "Balancer",
+    "CAGrad",
     "Equal",
+    "FixedWeights",
     "GramReduce",
+    "MaxNorm",
     "MultiBalance",
     "MultiBalanceRule",
     "NonFiniteGradientError",
+    "PCGrad",
     "Rule",
     "__version__",
     "check_state_dict",
     "cosine_from_gram",
     "fork",
     "load_state_dict",
+    "make_rule",
     "ops",
     "rules",
 ]

@@ -1,7 +1,35 @@
-"""Balancing rules: each maps the Gram matrix of task gradients to task weights."""
+"""Balancing rules: each maps the Gram matrix of task gradients to task weights.
 
+Every rule returns weights ``w`` (``[T]``) and the balancer applies
+``sum_t w_t g_t``; the rules see only the ``[T, T]`` Gram matrix, never the gradients.
+"""
+
+from .aligned_mtl import AlignedMTL
 from .base import Rule, State
+from .cagrad import CAGrad
 from .equal import Equal
+from .imtl_g import IMTLG
+from .linear import FixedWeights
+from .max_norm import MaxNorm
+from .mgda import MGDAUB
 from .multibalance import REFERENCES, MultiBalanceRule
+from .pcgrad import PCGrad, pcgrad_orders
+from .registry import RULES, make_rule
 
-__all__ = ["REFERENCES", "Equal", "MultiBalanceRule", "Rule", "State"]
+__all__ = [
+    "IMTLG",
+    "MGDAUB",
+    "REFERENCES",
+    "RULES",
+    "AlignedMTL",
+    "CAGrad",
+    "Equal",
+    "FixedWeights",
+    "MaxNorm",
+    "MultiBalanceRule",
+    "PCGrad",
+    "Rule",
+    "State",
+    "make_rule",
+    "pcgrad_orders",
+]

@@ -1,0 +1,38 @@
+"""MGDA-UB: the min-norm point of the convex hull of the representation gradients.
+
+Sener & Koltun, "Multi-Task Learning as Multi-Objective Optimization", NeurIPS 2018.
+MGDA finds the minimum-norm element of the convex hull of the task gradients; "UB"
+(upper bound) applies it to the gradients with respect to the shared representation
+``Z`` instead of the shared parameters, which is exactly what the fork provides::
+
+    w = argmin_{w >= 0, sum w = 1} w^T G w
+
+The combined gradient ``d = sum_t w_t g_t`` satisfies ``<d, g_t> >= ||d||^2 >= 0`` for
+every task (no task's loss increases to first order), and ``d = 0`` exactly at a
+Pareto-stationary point. ``T = 2`` has a closed form; larger ``T`` is solved by
+:func:`mbkernels.rules._simplex.simplex_qp` (exact support enumeration up to 12 tasks,
+projected gradient above), in float64 on the ``[T, T]`` Gram matrix.
+
+The weights sum to 1 (the paper's convention), so the step is on the scale of one task's
+gradient, not of the sum of ``T`` of them; scale the learning rate accordingly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torch import Tensor
+
+from ._simplex import min_norm_weights
+from .base import Rule, State
+
+
+class MGDAUB(Rule):
+    """Min-norm convex combination of the task gradients (see module docstring)."""
+
+    name = "mgda_ub"
+
+    def weights(
+        self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor
+    ) -> tuple[Tensor, State]:
+        return min_norm_weights(gram).to(gram.dtype), {}

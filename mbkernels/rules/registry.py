@@ -1,0 +1,39 @@
+"""Every rule by name: ``RULES["pcgrad"]`` and ``make_rule("pcgrad", num_tasks, seed=1)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .aligned_mtl import AlignedMTL
+from .base import Rule
+from .cagrad import CAGrad
+from .equal import Equal
+from .imtl_g import IMTLG
+from .linear import FixedWeights
+from .max_norm import MaxNorm
+from .mgda import MGDAUB
+from .multibalance import MultiBalanceRule
+from .pcgrad import PCGrad
+
+RULES: dict[str, type[Rule]] = {
+    cls.name: cls
+    for cls in (
+        Equal,
+        FixedWeights,
+        MultiBalanceRule,
+        MaxNorm,
+        MGDAUB,
+        PCGrad,
+        IMTLG,
+        CAGrad,
+        AlignedMTL,
+    )
+}
+
+
+def make_rule(name: str, num_tasks: int, **hyperparameters: Any) -> Rule:
+    """Build the rule registered as ``name`` (a key of :data:`RULES`)."""
+    if name not in RULES:
+        allowed = ", ".join(repr(k) for k in RULES)
+        raise ValueError(f"rule must be one of {allowed}, got {name!r}")
+    return RULES[name](num_tasks, **hyperparameters)

@@ -1,0 +1,154 @@
+"""Independent float64 NumPy references of every balancing rule.
+
+Each works on the task gradients themselves (the rows of ``M``, ``T x D``), the way the
+papers state the methods, and returns the combined update ``d`` (``D``). The library
+works on the Gram matrix ``M M^T`` only and returns weights ``w``; the tests compare
+``w @ M`` with ``d``. Solvers here are general-purpose (SciPy's SLSQP), not the
+library's support enumeration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.optimize import minimize
+
+from mbkernels.rules import pcgrad_orders
+
+
+def equal(m: np.ndarray) -> np.ndarray:
+    return m.sum(0)
+
+
+def linear(m: np.ndarray, prefs: Sequence[float]) -> np.ndarray:
+    return np.asarray(prefs) @ m
+
+
+def multibalance(
+    m: np.ndarray,
+    ema: np.ndarray,
+    step: int,
+    *,
+    beta: float,
+    relax: float,
+    reference: str,
+    target: int = 0,
+    eps: float = 1e-8,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (d, new_ema)."""
+    norms = np.linalg.norm(m, axis=1)
+    ema = beta * ema + (1 - beta) * norms
+    mh = ema / (1 - beta**step)
+    ref = {"target": mh[target], "mean": mh.mean(), "max": mh.max()}[reference]
+    w = np.where(mh > 0, relax * ref / (mh + eps) + (1 - relax), 1.0)
+    return w @ m, ema
+
+
+def max_norm(
+    m: np.ndarray, ema: np.ndarray, step: int, *, beta: float, eps: float = 1e-8
+) -> tuple[np.ndarray, np.ndarray]:
+    """DB-MTL-style: sum of unit directions scaled to the largest EMA magnitude."""
+    norms = np.linalg.norm(m, axis=1)
+    ema = beta * ema + (1 - beta) * norms
+    scale = ema.max() / (1 - beta**step)
+    d = np.zeros(m.shape[1])
+    for g, n in zip(m, norms):
+        d += g * (scale / (n + eps) if n > 0 else 1.0)
+    return d, ema
+
+
+def _simplex_minimize(fun, t: int) -> np.ndarray:
+    best = None
+    starts = [np.full(t, 1.0 / t)] + [np.eye(t)[i] * 0.9 + 0.1 / t for i in range(t)]
+    for x0 in starts:
+        res = minimize(
+            fun,
+            x0,
+            method="SLSQP",
+            bounds=[(0.0, 1.0)] * t,
+            constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0}],
+            options={"ftol": 1e-15, "maxiter": 1000},
+        )
+        w = np.clip(res.x, 0, None)
+        w = w / w.sum()
+        if best is None or fun(w) < fun(best):
+            best = w
+    return best
+
+
+def _unit_scale(m: np.ndarray) -> np.ndarray:
+    """m divided by its largest row norm: SLSQP's tolerances are absolute."""
+    top = np.linalg.norm(m, axis=1).max()
+    return m / top if top > 0 else m
+
+
+def mgda(m: np.ndarray) -> np.ndarray:
+    """Min-norm point of the convex hull of the rows of m."""
+    mu = _unit_scale(m)
+    w = _simplex_minimize(lambda w: float(np.sum((w @ mu) ** 2)), m.shape[0])
+    return w @ m
+
+
+def pcgrad(m: np.ndarray, *, seed: int, step: int) -> np.ndarray:
+    """Algorithm 1 of Yu et al. on the vectors, with the library's visiting order."""
+    t = m.shape[0]
+    orders = pcgrad_orders(seed, step, t).numpy() if t > 1 else np.zeros((1, 0), int)
+    out = np.zeros(m.shape[1])
+    for i in range(t):
+        gi = m[i].copy()
+        for j in orders[i]:
+            dot = gi @ m[j]
+            if dot < 0 and m[j] @ m[j] > 0:
+                gi = gi - dot / (m[j] @ m[j]) * m[j]
+        out += gi
+    return out
+
+
+def imtl_g(m: np.ndarray) -> np.ndarray:
+    """The paper's closed form: alpha_2..T = g_1 U^T (D U^T)^-1, alpha_1 = 1 - sum."""
+    t = m.shape[0]
+    if t == 1:
+        return m[0].copy()
+    u = m / np.linalg.norm(m, axis=1, keepdims=True)
+    dmat = m[0] - m[1:]
+    umat = u[0] - u[1:]
+    alpha_rest = np.linalg.solve((dmat @ umat.T).T, umat @ m[0])
+    alpha = np.concatenate([[1 - alpha_rest.sum()], alpha_rest])
+    return alpha @ m
+
+
+def cagrad(m: np.ndarray, *, c: float, rescale: bool = True) -> np.ndarray:
+    w = cagrad_inner(m, c)
+    g0 = m.mean(0)
+    k = c * np.linalg.norm(g0)
+    gw = w @ m
+    d = g0 + (k / np.linalg.norm(gw)) * gw if k > 0 else g0
+    return d / (1 + c**2) if rescale else d
+
+
+def cagrad_inner(m: np.ndarray, c: float) -> np.ndarray:
+    """argmin over the simplex of <g_w, g_0> + c ||g_0|| ||g_w|| (SLSQP)."""
+    mu = _unit_scale(m)
+    g0 = mu.mean(0)
+    k = c * np.linalg.norm(g0)
+    return _simplex_minimize(
+        lambda w: float((w @ mu) @ g0 + k * np.linalg.norm(w @ mu)), m.shape[0]
+    )
+
+
+def cagrad_objective(m: np.ndarray, w: np.ndarray, c: float) -> float:
+    g0 = m.mean(0)
+    gw = w @ m
+    return float(gw @ g0 + c * np.linalg.norm(g0) * np.linalg.norm(gw))
+
+
+def aligned_mtl(m: np.ndarray, prefs: Sequence[float], rtol: float = 1e-12) -> np.ndarray:
+    """sigma_min U V^T from the SVD of the gradient matrix, then (.)^T p."""
+    u, s, vt = np.linalg.svd(m, full_matrices=False)
+    keep = s**2 > rtol * s[0] ** 2 if s[0] > 0 else np.zeros_like(s, bool)
+    if not keep.any():
+        return np.asarray(prefs) @ m
+    u, s, vt = u[:, keep], s[keep], vt[keep]
+    aligned = s.min() * u @ vt
+    return np.asarray(prefs) @ aligned

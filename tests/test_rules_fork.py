@@ -180,3 +180,30 @@ def test_rule_through_fork_on_triton_interpreter(name: str) -> None:
         torch.testing.assert_close(
             bal_triton.stats.weights, bal_torch.stats.weights, rtol=1e-4, atol=1e-6
         )
+
+
+@pytest.mark.parametrize("name", list(RULES))
+def test_skip_task_balances_the_other_tasks_among_themselves(name: str) -> None:
+    """With nonfinite="skip_task", a task with a NaN gradient gets weight 0 and the others
+    get what the rule gives a problem without that task (PCGrad: the same projections,
+    in an order drawn for T - 1 tasks, so only the invariants are checked)."""
+    dropped = 1
+    m = torch.randn(T, 6, dtype=torch.float64) * torch.tensor([[1.0], [3.0], [0.5]])
+    gram = m @ m.T
+    gram[dropped, :] = torch.nan
+    gram[:, dropped] = torch.nan
+    bal = mbk.Balancer(mbk.make_rule(name, T, **RULES[name]), nonfinite="skip_task")
+    w = bal.step_weights(gram)
+    assert w[dropped] == 0 and torch.isfinite(w).all() and int(bal.step) == 1
+    keep = [t for t in range(T) if t != dropped]
+    kwargs = dict(RULES[name])
+    if "preferences" in kwargs:
+        kwargs["preferences"] = [kwargs["preferences"][t] for t in keep]
+    sub = m[keep] @ m[keep].T
+    expect, _ = (r := mbk.make_rule(name, T - 1, **kwargs)).weights(
+        sub, r.init_state(), torch.tensor(1)
+    )
+    if name == "pcgrad":
+        assert (w[keep] >= 1 - 1e-6).all()  # conflicts only ever add weight to others
+        return
+    torch.testing.assert_close(w[keep].double(), expect, rtol=1e-5, atol=1e-7)

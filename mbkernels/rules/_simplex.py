@@ -69,19 +69,32 @@ def project_simplex(v: Tensor) -> Tensor:
     return (v - theta).clamp_min(0.0)
 
 
-def simplex_qp(h: Tensor, c: Tensor) -> Tensor:
-    """``argmin_w 1/2 w^T h w + c^T w`` over the simplex; ``h`` symmetric PSD, float64."""
+def simplex_qp(h: Tensor, c: Tensor, active: Tensor | None = None) -> Tensor:
+    """``argmin_w 1/2 w^T h w + c^T w`` over the simplex; ``h`` symmetric PSD, float64.
+
+    ``active`` (bool ``[T]``, optional): only these tasks may get weight; the others get 0.
+    """
     t = h.shape[0]
     if t == 1:
         return torch.ones(1, dtype=h.dtype, device=h.device)
     if t <= MAX_EXACT_TASKS:
-        return _simplex_qp_exact(h, c)
-    return _simplex_qp_pg(h, c)
+        return _simplex_qp_exact(h, c, active)
+    return _simplex_qp_pg(h, c, active)
 
 
-def _simplex_qp_exact(h: Tensor, c: Tensor) -> Tensor:
+def allowed_supports(
+    num_tasks: int, active: Tensor | None, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Support masks (``[S, T]`` float64) and which of them use only active tasks."""
+    m = supports(num_tasks, device)
+    if active is None:
+        return m, torch.ones(m.shape[0], dtype=torch.bool, device=device)
+    return m, ((m > 0) & ~active[None, :]).any(-1).logical_not()
+
+
+def _simplex_qp_exact(h: Tensor, c: Tensor, active: Tensor | None) -> Tensor:
     t = h.shape[0]
-    m = supports(t, h.device)  # [S, T]
+    m, allowed = allowed_supports(t, active, h.device)  # [S, T], [S]
     s = m.shape[0]
     eye = torch.eye(t, dtype=h.dtype, device=h.device)
     kkt = h.new_zeros(s, t + 1, t + 1)
@@ -94,37 +107,40 @@ def _simplex_qp_exact(h: Tensor, c: Tensor) -> Tensor:
     sol, _ = torch.linalg.solve_ex(kkt, rhs)
     w = sol[:, :t] * m
     obj = 0.5 * torch.einsum("si,ij,sj->s", w, h, w) + w @ c
-    ok = (w >= -1e-9).all(-1) & torch.isfinite(obj)
+    ok = (w >= -1e-9).all(-1) & torch.isfinite(obj) & allowed
     obj = torch.where(ok, obj, torch.full_like(obj, torch.inf))
     best = w[obj.argmin()].clamp_min(0.0)
     return best / best.sum()
 
 
-def _simplex_qp_pg(h: Tensor, c: Tensor, steps: int = PG_STEPS) -> Tensor:
+def _simplex_qp_pg(h: Tensor, c: Tensor, active: Tensor | None, steps: int = PG_STEPS) -> Tensor:
     t = h.shape[0]
     lipschitz = torch.linalg.eigvalsh(h)[-1].clamp_min(1e-30)
-    w = torch.full((t,), 1.0 / t, dtype=h.dtype, device=h.device)
+    keep = torch.ones(t, dtype=h.dtype, device=h.device) if active is None else active.to(h.dtype)
+    w = keep / keep.sum().clamp_min(1.0)
     y, momentum = w, 1.0
     for _ in range(steps):
-        w_next = project_simplex(y - (h @ y + c) / lipschitz)
+        # inactive coordinates are pinned to 0 by an infinite cost (-inf before projection)
+        step = y - (h @ y + c) / lipschitz
+        w_next = project_simplex(torch.where(keep > 0, step, torch.full_like(step, -1e300)))
         m_next = (1.0 + (1.0 + 4.0 * momentum**2) ** 0.5) / 2.0
         y = w_next + ((momentum - 1.0) / m_next) * (w_next - w)
         w, momentum = w_next, m_next
     return w
 
 
-def min_norm_weights(gram: Tensor) -> Tensor:
+def min_norm_weights(gram: Tensor, active: Tensor | None = None) -> Tensor:
     """``argmin_{w in simplex} ||sum_t w_t g_t||^2`` from the Gram matrix (float64).
 
-    Closed form for ``T = 2``; :func:`simplex_qp` otherwise.
+    Closed form for ``T = 2``; :func:`simplex_qp` otherwise. ``active``: as there.
     """
     g = normalize_gram(gram)
     t = g.shape[0]
-    if t == 2:
+    if t == 2 and active is None:
         denom = g[0, 0] + g[1, 1] - 2.0 * g[0, 1]
         a = ((g[1, 1] - g[0, 1]) / torch.where(denom > 0, denom, torch.ones_like(denom))).clamp(
             0.0, 1.0
         )
         a = torch.where(denom > 0, a, torch.full_like(a, 0.5))
         return torch.stack([a, 1.0 - a])
-    return simplex_qp(2.0 * g, torch.zeros(t, dtype=g.dtype, device=g.device))
+    return simplex_qp(2.0 * g, torch.zeros(t, dtype=g.dtype, device=g.device), active)

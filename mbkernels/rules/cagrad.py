@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_float, check_int
-from ._simplex import MAX_EXACT_TASKS, normalize_gram, supports
+from ._simplex import MAX_EXACT_TASKS, allowed_supports, normalize_gram
 from .base import Rule, State
 
 
@@ -58,13 +58,25 @@ class CAGrad(Rule):
     def weights(
         self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor
     ) -> tuple[Tensor, State]:
+        return self._solve(gram, None), {}
+
+    def weights_subset(
+        self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor, active: Tensor
+    ) -> tuple[Tensor, State]:
+        """CAGrad over the active tasks only: their average gradient, their simplex."""
+        return self._solve(gram, active), {}
+
+    def _solve(self, gram: Tensor, active: Tensor | None) -> Tensor:
         t = self.num_tasks
         g = normalize_gram(gram)
-        b = torch.full((t,), 1.0 / t, dtype=g.dtype, device=g.device)
+        keep = torch.ones(t, dtype=g.dtype, device=g.device)
+        if active is not None:
+            keep = active.to(g.dtype)
+        b = keep / keep.sum().clamp_min(1.0)
         a = g @ b
         k = self.c * (b @ a).clamp_min(0).sqrt()
 
-        m = supports(t, g.device)  # [S, T]
+        m, allowed = allowed_supports(t, active, g.device)  # [S, T], [S]
         eye = torch.eye(t, dtype=g.dtype, device=g.device)
         lhs = g * (m[:, :, None] * m[:, None, :]) + eye * (1.0 - m)[:, None, :]
         sol, _ = torch.linalg.solve_ex(lhs, torch.stack([m, a * m], dim=-1))
@@ -76,7 +88,7 @@ class CAGrad(Rule):
         cand = (lam[:, None] * p - q) / root[:, None]
         norm = torch.einsum("si,ij,sj->s", cand, g, cand).clamp_min(0).sqrt()
         obj = cand @ a + k * norm
-        ok = (disc > 0) & (cand >= -1e-9).all(-1) & torch.isfinite(obj)
+        ok = (disc > 0) & (cand >= -1e-9).all(-1) & torch.isfinite(obj) & allowed
         best = obj.masked_fill(~ok, torch.inf).argmin()
         w = cand[best].clamp_min(0)
         w = w / w.sum()
@@ -85,7 +97,7 @@ class CAGrad(Rule):
         coef = torch.where((k > 0) & ok.any() & torch.isfinite(coef).all(), coef, b)
         if self.rescale:
             coef = coef / (1.0 + self.c**2)
-        return coef.to(gram.dtype), {}
+        return coef.to(gram.dtype)
 
     def config(self) -> dict[str, Any]:
         return {"num_tasks": self.num_tasks, "c": self.c, "rescale": self.rescale}

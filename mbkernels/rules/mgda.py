@@ -13,6 +13,10 @@ Pareto-stationary point. ``T = 2`` has a closed form; larger ``T`` is solved by
 :func:`mbkernels.rules._simplex.simplex_qp` (exact support enumeration up to 12 tasks,
 projected gradient above), in float64 on the ``[T, T]`` Gram matrix.
 
+A task whose gradient is exactly zero (no labels in the batch) *is* the min-norm point:
+MGDA then takes no step, as its definition says. Under ``nonfinite="skip_task"`` the
+skipped task is left out of the hull instead.
+
 The weights sum to 1 (the paper's convention), so the step is on the scale of one task's
 gradient, not of the sum of ``T`` of them; scale the learning rate accordingly.
 """
@@ -36,3 +40,10 @@ class MGDAUB(Rule):
         self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor
     ) -> tuple[Tensor, State]:
         return min_norm_weights(gram).to(gram.dtype), {}
+
+    def weights_subset(
+        self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor, active: Tensor
+    ) -> tuple[Tensor, State]:
+        """The min-norm point of the active tasks' hull (a skipped task's zeroed Gram
+        row would otherwise be the min-norm point itself and stop every update)."""
+        return min_norm_weights(gram, active).to(gram.dtype), {}

@@ -31,6 +31,8 @@ LABELS: dict[str, str] = {
     "maxnorm": "MaxNorm",
     "max_norm": "MaxNorm",
     "upgrad": "UPGrad",
+    "linear": "Linear (fixed)",
+    "none": "Plain sum",
 }
 
 

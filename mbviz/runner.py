@@ -211,6 +211,51 @@ def _parameter_level_backward(model: nn.Module, losses: list[Tensor], balancer: 
         p.grad = total
 
 
+class Trainer:
+    """One model, optimiser and rule, stepped one mini-batch at a time.
+
+    :func:`train` drives it and records; :func:`mbviz.throughput.measure_throughput`
+    interleaves several trainers to time them side by side.
+    """
+
+    def __init__(self, problem: MultiTaskProblem, config: RunConfig) -> None:
+        self.problem = problem
+        self.config = config.validate(problem)
+        torch.manual_seed(config.seed)
+        self.model = problem.make_model(config.arch or problem.archs[0])
+        self.balancer: Balancer | None = None  # parameter level only
+        if config.rule == "none":
+            self.model.attach(None)
+        else:
+            rule = make_rule(config.rule, problem.num_tasks, **config.rule_kwargs)
+            if config.level == "representation":
+                self.model.attach(rule, backend=config.backend)
+            else:
+                self.model.attach(None)
+                self.balancer = Balancer(rule, backend=config.backend)
+        self.optimizer = _make_optimizer(config, list(self.model.parameters()))
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.pref = None if config.preference is None else [float(p) for p in config.preference]
+        self.model.train()
+
+    def step(self) -> tuple[list[Tensor], Any, float]:
+        """One training step: (task losses, balance stats or None, seconds taken)."""
+        batch: Batch = self.problem.sample_batch(self.config.batch_size, self.generator)
+        t0 = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        outs = self.model(*batch.inputs)
+        losses = self.problem.task_losses(outs, batch)
+        weighted = losses if self.pref is None else [p * l for p, l in zip(self.pref, losses)]
+        if self.balancer is not None:
+            _parameter_level_backward(self.model, weighted, self.balancer)
+            stats = self.balancer.stats
+        else:
+            sum(weighted).backward()  # type: ignore[union-attr]
+            stats = self.model.stats
+        self.optimizer.step()
+        return losses, stats, time.perf_counter() - t0
+
+
 def train(
     problem: MultiTaskProblem,
     config: RunConfig | None = None,
@@ -228,21 +273,8 @@ def train(
     config = replace(config or RunConfig(), **overrides).validate(problem)
     T = problem.num_tasks
     names = problem.task_names
-    torch.manual_seed(config.seed)
-    model = problem.make_model(config.arch or problem.archs[0])
-    balancer: Balancer | None = None
-    if config.rule == "none":
-        model.attach(None)
-    else:
-        rule = make_rule(config.rule, T, **config.rule_kwargs)
-        if config.level == "representation":
-            model.attach(rule, backend=config.backend)
-        else:
-            model.attach(None)
-            balancer = Balancer(rule, backend=config.backend)
-    opt = _make_optimizer(config, list(model.parameters()))
-    gen = torch.Generator().manual_seed(config.seed)
-    pref = None if config.preference is None else [float(p) for p in config.preference]
+    trainer = Trainer(problem, config)
+    model = trainer.model
 
     rows: list[tuple[Any, ...]] = []
     eval_rows: list[tuple[Any, ...]] = []
@@ -266,21 +298,7 @@ def train(
     )
     model.train()
     for step in range(1, config.steps + 1):
-        batch: Batch = problem.sample_batch(config.batch_size, gen)
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        outs = model(*batch.inputs)
-        losses = problem.task_losses(outs, batch)
-        weighted = losses if pref is None else [p * l for p, l in zip(pref, losses)]
-        if balancer is not None:
-            _parameter_level_backward(model, weighted, balancer)
-            stats = balancer.stats
-        else:
-            sum(weighted).backward()  # type: ignore[union-attr]
-            stats = model.stats
-        opt.step()
-        step_time = time.perf_counter() - t0
-
+        losses, stats, step_time = trainer.step()
         loss_v = [float(l.detach()) for l in losses]
         if stats is not None:
             norms = stats.norms.tolist()

@@ -11,12 +11,15 @@ Inputs ``x ~ N(0, I_d)``. Task ``t`` has a unit direction ``a_t`` and target
 - ``scale_ratio``: training loss of task ``t`` is multiplied by
   ``scale_ratio ** (t / (T - 1))``: the last task's gradients are ``scale_ratio`` times larger.
 - ``noise``: label noise standard deviation; with the batch size it sets the gradient noise.
+- ``outliers``: fraction of labels that get ten times the noise (heavy tails, as rare
+  extreme examples give real data): mini-batch gradient norms then jump from batch to
+  batch, which is what MultiBalance's moving average is for.
 
 Known single-task optimum: a model that fits task ``t`` alone reaches expected squared
-error ``noise**2`` (test RMSE ``noise``), since ``a_t . x`` is linear and the model
-contains every linear map. With ``rep_dim < T`` (default ``rep_dim=1``, linear bottom)
-the tasks must share too few features: no single model reaches every optimum, and the
-weights decide which trade-off training lands on.
+error ``noise**2 * (1 + 99 * outliers)`` (test RMSE its square root), since ``a_t . x`` is
+linear and the model contains every linear map. With ``rep_dim < T`` (default
+``rep_dim=1``, linear bottom) the tasks must share too few features: no single model
+reaches every optimum, and the weights decide which trade-off training lands on.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class SyntheticProblem(MultiTaskProblem):
         angle: float = 120.0,
         scale_ratio: float = 10.0,
         noise: float = 0.5,
+        outliers: float = 0.0,
         in_dim: int = 8,
         rep_dim: int = 1,
         eval_size: int = 4096,
@@ -54,6 +58,7 @@ class SyntheticProblem(MultiTaskProblem):
         self.angle = check_float("angle", angle, low=0.0, high=180.0)
         self.scale_ratio = check_float("scale_ratio", scale_ratio, low=0.0, high=1e6, low_open=True)
         self.noise = check_float("noise", noise, low=0.0, high=100.0)
+        self.outliers = check_float("outliers", outliers, low=0.0, high=1.0)
         self.in_dim = check_int("in_dim", in_dim, low=2)
         self.rep_dim = check_int("rep_dim", rep_dim, low=1)
         self.eval_size = check_int("eval_size", eval_size, low=16)
@@ -82,6 +87,9 @@ class SyntheticProblem(MultiTaskProblem):
     def _draw(self, n: int, generator: torch.Generator) -> Batch:
         x = torch.randn(n, self.in_dim, generator=generator)
         eps = torch.randn(n, self.num_tasks, generator=generator)
+        if self.outliers > 0:
+            big = torch.rand(n, self.num_tasks, generator=generator) < self.outliers
+            eps = torch.where(big, 10.0 * eps, eps)
         y = x @ self.directions.T + self.noise * eps
         return Batch((x,), y, torch.ones_like(y, dtype=torch.bool))
 
@@ -105,11 +113,12 @@ class SyntheticProblem(MultiTaskProblem):
 
     def optimal_losses(self) -> Tensor:
         """Expected unscaled squared error of the single-task optimum, per task (``noise**2``)."""
-        return torch.full((self.num_tasks,), self.noise**2)
+        return torch.full((self.num_tasks,), self.noise**2 * (1 + 99 * self.outliers))
 
     def optimal_rmse(self) -> dict[str, float]:
-        """Test RMSE each task reaches when trained alone, in expectation (``noise``)."""
-        return {n: self.noise for n in self.task_names}
+        """Test RMSE each task reaches when trained alone, in expectation."""
+        r = float(self.optimal_losses()[0].sqrt())
+        return {n: r for n in self.task_names}
 
     def gradient_cosine_at_init(self) -> float:
         """Cosine between the first and last task's directions (``cos(angle)``)."""

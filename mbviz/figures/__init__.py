@@ -1,0 +1,24 @@
+"""Plotly figures; every function returns a ``go.Figure`` with titled axes."""
+
+from .combination import gradient_combination, two_gradients
+from .cosine import cosine_heatmap
+from .curves import learning_curves
+from .magnitudes import magnitudes_and_weights
+from .pareto import nondominated, pareto_front
+from .stability import stability_traces, variance_heatmap
+from .throughput import throughput_bars
+from .trajectories import toy_trajectories
+
+__all__ = [
+    "cosine_heatmap",
+    "gradient_combination",
+    "learning_curves",
+    "magnitudes_and_weights",
+    "nondominated",
+    "pareto_front",
+    "stability_traces",
+    "throughput_bars",
+    "toy_trajectories",
+    "two_gradients",
+    "variance_heatmap",
+]

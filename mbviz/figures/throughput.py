@@ -1,0 +1,40 @@
+"""Training throughput per method, relative to the plain sum of losses."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from ._style import base_layout, rule_color
+
+
+def throughput_bars(table, *, baseline: str | None = None) -> go.Figure:
+    """Bars of training steps per second per method, labelled with the ratio to
+    ``baseline`` (default: the first method).
+
+    ``table``: a DataFrame with columns ``method`` and ``steps_per_s`` (as returned by
+    :func:`mbviz.throughput.measure_throughput`), optionally ``std``.
+    """
+    if len(table) == 0:
+        raise ValueError("throughput_bars needs at least one row")
+    methods = list(table["method"])
+    base = baseline or methods[0]
+    ref = float(table.loc[table["method"] == base, "steps_per_s"].iloc[0])
+    ratio = table["steps_per_s"] / ref
+    fig = go.Figure(
+        go.Bar(
+            x=methods,
+            y=table["steps_per_s"],
+            error_y={"array": table["std"]} if "std" in table.columns else None,
+            marker_color=[rule_color(i) for i in range(len(methods))],
+            text=[f"{r:.2f}×" for r in ratio],
+            textposition="outside",
+            name="steps/s",
+        )
+    )
+    fig.update_layout(
+        **base_layout(f"Training throughput (ratio to {base})"),
+        xaxis={"title": {"text": "method"}},
+        yaxis={"title": {"text": "training steps per second"}},
+        showlegend=False,
+    )
+    return fig

@@ -1,0 +1,142 @@
+"""Gradient playground: two task gradients, sliders, and every rule's combined direction."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+import plotly.graph_objects as go
+
+from ..figures.combination import (
+    available,
+    combine,
+    gradient_combination,
+    make_balancers,
+    two_gradients,
+)
+from ..rules import label
+
+
+class GradientPlayground(W.VBox):
+    """Angle and magnitude-ratio sliders (and MultiBalance's ``relax``); the combined
+    update direction under each rule is redrawn on every slider move.
+
+    The first slider is the angle between the two task gradients (degrees); the second the
+    magnitude ratio ``||g2|| / ||g1||`` (log scale); the third MultiBalance's ``relax``.
+    A table under the figure lists each rule's weights. ``last_update_ms`` holds the
+    duration of the latest redraw; :meth:`set` moves sliders from code.
+
+    Display it as the last expression of a notebook cell: ``GradientPlayground()``.
+    """
+
+    def __init__(
+        self,
+        rules: Sequence[str] | None = None,
+        *,
+        angle: float = 120.0,
+        ratio: float = 5.0,
+        relax: float = 0.7,
+        rule_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        self.rules = available(rules)
+        if not self.rules:
+            raise ValueError(f"none of the rules {rules!r} is installed")
+        self._rule_kwargs = {k: dict(v) for k, v in (rule_kwargs or {}).items()}
+        self.angle = W.FloatSlider(
+            value=angle,
+            min=0.0,
+            max=180.0,
+            step=1.0,
+            description="angle (°)",
+            continuous_update=True,
+        )
+        self.ratio = W.FloatLogSlider(
+            value=ratio,
+            base=10,
+            min=-1,
+            max=2,
+            step=0.01,
+            description="‖g2‖/‖g1‖",
+            continuous_update=True,
+        )
+        self.relax = W.FloatSlider(
+            value=relax,
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            description="relax (MB)",
+            continuous_update=True,
+        )
+        self._balancers = self._make_balancers()
+        self.figure = go.FigureWidget(
+            gradient_combination(two_gradients(angle, ratio), balancers=self._balancers)
+        )
+        self.table = W.HTML()
+        self.last_update_ms = 0.0
+        for s in (self.angle, self.ratio):
+            s.observe(self._on_change, names="value")
+        self.relax.observe(self._on_relax, names="value")
+        super().__init__([W.HBox([self.angle, self.ratio, self.relax]), self.figure, self.table])
+        self.update()
+
+    def _make_balancers(self):  # type: ignore[no-untyped-def]
+        kw = {k: dict(v) for k, v in self._rule_kwargs.items()}
+        kw.setdefault("multibalance", {})["relax"] = float(self.relax.value)
+        return make_balancers(self.rules, 2, kw)
+
+    def _on_relax(self, _change: Any) -> None:
+        if "multibalance" in self._balancers:
+            self._balancers["multibalance"] = self._make_balancers()["multibalance"]
+        self.update()
+
+    def _on_change(self, _change: Any) -> None:
+        self.update()
+
+    def set(
+        self, *, angle: float | None = None, ratio: float | None = None, relax: float | None = None
+    ) -> None:
+        """Move the sliders (each move redraws, exactly as a user's drag does)."""
+        if angle is not None:
+            self.angle.value = angle
+        if ratio is not None:
+            self.ratio.value = ratio
+        if relax is not None:
+            self.relax.value = relax
+
+    def results(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Rule -> (weights, combined direction) for the current sliders."""
+        return combine(two_gradients(self.angle.value, self.ratio.value), self._balancers)
+
+    def update(self) -> None:
+        """Recompute every rule's combination and redraw (one batched figure update)."""
+        t0 = time.perf_counter()
+        g = two_gradients(self.angle.value, self.ratio.value)
+        res = combine(g, self._balancers)
+        lim = 1.15 * max(
+            float(np.abs(g).max()), max(float(np.abs(d).max()) for _, d in res.values())
+        )
+        with self.figure.batch_update():
+            for t in range(2):
+                self.figure.data[t].x = (0.0, g[t, 0])
+                self.figure.data[t].y = (0.0, g[t, 1])
+            for k, (name, (w, d)) in enumerate(res.items()):
+                tr = self.figure.data[2 + k]
+                tr.x = (0.0, d[0])
+                tr.y = (0.0, d[1])
+                tr.hovertemplate = f"{label(name)}<br>w = ({w[0]:.2f}, {w[1]:.2f})<extra></extra>"
+            self.figure.layout.xaxis.range = (-lim, lim)
+            self.figure.layout.yaxis.range = (-lim, lim)
+        rows = "".join(
+            f"<tr><td>{label(n)}</td><td>{w[0]:.3f}</td><td>{w[1]:.3f}</td>"
+            f"<td>{np.degrees(np.arctan2(d[1], d[0])):.0f}°</td>"
+            f"<td>{np.linalg.norm(d):.3f}</td></tr>"
+            for n, (w, d) in res.items()
+        )
+        self.table.value = (
+            "<table><tr><th>rule</th><th>w1</th><th>w2</th><th>direction</th><th>length</th>"
+            f"</tr>{rows}</table>"
+        )
+        self.last_update_ms = 1000.0 * (time.perf_counter() - t0)

@@ -1,0 +1,143 @@
+"""mbviz figures: each has its traces and titled axes; values come from the inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mbviz import figures as F
+from mbviz import stability
+from mbviz.problems import QuadraticToy, SyntheticProblem
+from mbviz.runner import (
+    RunConfig,
+    baseline_metrics,
+    single_task_baselines,
+    sweep_preferences,
+    train,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CFG = RunConfig(steps=40, batch_size=64, lr=0.05, progress=False, eval_every=20)
+
+
+def _titles(fig) -> list[str]:
+    out = []
+    for name in dir(fig.layout):
+        if name.startswith(("xaxis", "yaxis")):
+            ax = getattr(fig.layout, name)
+            if ax is not None and hasattr(ax, "title"):
+                out.append(ax.title.text)
+    return out
+
+
+def _all_axes_titled(fig) -> None:
+    titles = _titles(fig)
+    assert titles and all(t for t in titles), titles
+    assert fig.layout.title.text
+
+
+@pytest.fixture(scope="module")
+def runs():
+    p = SyntheticProblem(num_tasks=3, angle=120.0, scale_ratio=10.0)
+    return p, [train(p, CFG, rule=r) for r in ("equal", "multibalance")]
+
+
+def test_gradient_combination_matches_rules() -> None:
+    fig = F.gradient_combination(
+        angle=90.0,
+        ratio=4.0,
+        rules=["equal", "multibalance"],
+        rule_kwargs={"multibalance": {"relax": 1.0}},
+    )
+    names = [t.name for t in fig.data]
+    assert names[:2] == ["g1 (task 1)", "g2 (task 2)"] and "Equal" in names
+    eq = fig.data[names.index("Equal")]
+    np.testing.assert_allclose([eq.x[1], eq.y[1]], [1.0, 4.0], atol=1e-6)  # g1 + g2
+    mb = fig.data[names.index("MultiBalance")]
+    # relax=1, target task 1: w2 = ||g1|| / ||g2|| = 1/4 -> g1 + g2/4 = (1, 1)
+    np.testing.assert_allclose([mb.x[1], mb.y[1]], [1.0, 1.0], atol=1e-5)
+    _all_axes_titled(fig)
+    with pytest.raises(ValueError, match="grads"):
+        F.gradient_combination(np.zeros((3, 2)))
+
+
+def test_cosine_and_magnitude_figures(runs) -> None:
+    _p, (eq, mb) = runs
+    fig = F.cosine_heatmap(mb.history)
+    assert len(fig.data) == 1 and len(fig.data[0].y) == 3  # three task pairs
+    h = mb.history
+    want = h[(h.task == "task1") & (h.step == 5)]["cos_task3"].item()
+    assert fig.data[0].y[1] == "task1 · task3" and fig.data[0].z[1][4] == pytest.approx(want)
+    _all_axes_titled(fig)
+    fig = F.magnitudes_and_weights(mb.history)
+    names = [t.name for t in fig.data]
+    assert {"task1 raw", "task1 EMA", "task3 weight"} <= set(names)
+    np.testing.assert_allclose(
+        fig.data[names.index("task3 weight")].y, h[h.task == "task3"]["weight"]
+    )
+    _all_axes_titled(fig)
+    fig = F.magnitudes_and_weights(eq.history)  # equal keeps no EMA
+    assert not any(t.name.endswith("EMA") for t in fig.data)
+
+
+def test_learning_curves_and_throughput(runs) -> None:
+    _, res = runs
+    fig = F.learning_curves(res)
+    assert len(fig.data) == 2 * 3
+    _all_axes_titled(fig)
+    fig = F.learning_curves(res, split="val")
+    assert list(fig.data[0].x) == [20, 40]
+    _all_axes_titled(fig)
+    table = pd.DataFrame({"method": ["plain", "mb"], "steps_per_s": [100.0, 50.0]})
+    fig = F.throughput_bars(table)
+    assert list(fig.data[0].text) == ["1.00×", "0.50×"]
+    _all_axes_titled(fig)
+
+
+def test_pareto_front_figure() -> None:
+    p = SyntheticProblem(angle=90.0, scale_ratio=1.0, noise=0.3)
+    cfg = RunConfig(steps=60, batch_size=64, lr=0.05, progress=False)
+    sweep = sweep_preferences(p, cfg, n=3)
+    methods = [train(p, cfg, rule="multibalance", seed=s) for s in (0, 1)]
+    base = baseline_metrics(single_task_baselines(p, cfg))
+    fig = F.pareto_front(sweep, methods, single_task=base)
+    names = [t.name for t in fig.data]
+    assert names == [
+        "preference sweep",
+        "non-dominated (sweep)",
+        "MultiBalance",
+        "single-task optima",
+    ]
+    assert len(fig.data[2].x) == 2 and fig.data[3].x[0] == pytest.approx(base["task1"])
+    _all_axes_titled(fig)
+    assert F.nondominated(np.array([[1, 1], [2, 2], [0, 3]]), [True, True]).tolist() == [
+        False,
+        True,
+        True,
+    ]
+
+
+def test_toy_and_stability_figures() -> None:
+    toy = QuadraticToy(scale_ratio=3.0)
+    traj = pd.concat([toy.trajectory(r, steps=50) for r in ("equal", "multibalance")])
+    fig = F.toy_trajectories(toy, traj)
+    assert {"Pareto set", "Equal", "MultiBalance"} <= {t.name for t in fig.data}
+    _all_axes_titled(fig)
+    p = SyntheticProblem(noise=0.3, outliers=0.05)
+    model = stability.warmed_up_model(p, steps=0)
+    s = pd.concat(
+        [stability.weight_series(p, model, beta=b, batch_size=16, steps=40) for b in (0.0, 0.9)]
+    )
+    fig = F.stability_traces(s)
+    assert len(fig.data) == 2
+    std0, std9 = (float(s[(s.beta == b) & (s.task == "task2")]["weight"].std()) for b in (0, 0.9))
+    assert std9 < std0  # the moving average smooths the weights
+    _all_axes_titled(fig)
+    v = stability.weight_variability(
+        p, model, betas=(0.0, 0.9), batch_sizes=(16, 64), steps=30, burn_in=5
+    )
+    fig = F.variance_heatmap(v)
+    assert np.asarray(fig.data[0].z).shape == (2, 2)
+    _all_axes_titled(fig)

@@ -160,6 +160,27 @@ class CellResult:
     def count_mime(self, mime: str) -> int:
         return sum(1 for o in self.outputs if mime in o["mimes"])
 
+    def render_problems(self) -> list[str]:
+        """What the outputs promise but the page did not draw."""
+        problems = [f"widget not rendered: {text[:200]!r}" for text in self.placeholders]
+        expected = self.count_mime(PLOTLY_MIME)
+        drawn = [p for p in self.plots if p[0] > 0 and p[1] > 0]
+        if len(drawn) < expected:
+            problems.append(
+                f"{expected} plotly figure(s) in the outputs but {len(drawn)} drawn with a"
+                f" non-zero size (sizes {self.plots})"
+            )
+        if self.count_mime(WIDGET_MIME):
+            shown = [v for v in self.widget_views if not v["hidden"]]
+            if not shown:
+                problems.append("widget output but no widget view drawn")
+            problems.extend(
+                f"widget view of zero size: {v}"
+                for v in shown
+                if v["size"][0] <= 0 or v["size"][1] <= 0
+            )
+        return problems
+
 
 @dataclass
 class NotebookRun:
@@ -175,6 +196,7 @@ class NotebookRun:
     page_errors: list[str] = field(default_factory=list)
     console_errors: list[str] = field(default_factory=list)
     screenshots: list[Path] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
 
     def where(self, cell: CellResult) -> str:
         return (
@@ -204,28 +226,14 @@ class NotebookRun:
                 and cell.execution_count is None
             ):
                 problems.append(f"{self.where(cell)}: not executed by run-all")
-            for text in cell.placeholders:
-                problems.append(f"{self.where(cell)}: widget not rendered: {text[:200]!r}")
-            expected = cell.count_mime(PLOTLY_MIME)
-            drawn = [p for p in cell.plots if p[0] > 0 and p[1] > 0]
-            if len(drawn) < expected:
-                problems.append(
-                    f"{self.where(cell)}: {expected} plotly figure(s) in the outputs but"
-                    f" {len(drawn)} drawn with a non-zero size (sizes {cell.plots})"
-                )
-            if cell.count_mime(WIDGET_MIME):
-                shown = [v for v in cell.widget_views if not v["hidden"]]
-                empty = [v for v in shown if v["size"][0] <= 0 or v["size"][1] <= 0]
-                if not shown:
-                    problems.append(f"{self.where(cell)}: widget output but no widget view drawn")
-                for v in empty:
-                    problems.append(f"{self.where(cell)}: widget view of zero size: {v}")
+            problems.extend(f"{self.where(cell)}: {p}" for p in cell.render_problems())
         return problems
 
     def summary(self) -> dict[str, Any]:
         return {
             "notebook": self.path,
             "seconds": round(self.seconds, 1),
+            "timings": {k: round(v, 1) for k, v in self.timings.items()},
             "cells": len(self.cells),
             "plotly_figures_drawn": sum(len(c.plots) for c in self.cells),
             "widget_views": sum(len(c.widget_views) for c in self.cells),
@@ -236,8 +244,8 @@ class NotebookRun:
         }
 
 
-def open_notebook(page: Page, url: str, path: str, timeout_s: float = 120.0) -> None:
-    """Load JupyterLab at ``url`` (a ``lab/tree/<path>`` URL) and wait for an idle kernel."""
+def load_lab(page: Page, url: str, timeout_s: float = 120.0) -> None:
+    """Load JupyterLab at ``url`` and wait until the application has started and restored."""
     page.goto(url, wait_until="domcontentloaded", timeout=timeout_s * 1000)
     page.wait_for_function("() => window.jupyterapp !== undefined", timeout=timeout_s * 1000)
     page.evaluate(
@@ -249,6 +257,18 @@ def open_notebook(page: Page, url: str, path: str, timeout_s: float = 120.0) -> 
         }"""
     )
     page.evaluate(_JS_FIND)
+
+
+def open_notebook(page: Page, path: str, timeout_s: float = 120.0) -> None:
+    """Open ``path`` in the loaded JupyterLab (as File > Open does) and wait for an idle
+    kernel."""
+    page.evaluate(
+        """async (path) => {
+          await window.jupyterapp.commands.execute('docmanager:open',
+                                                   {path, factory: 'Notebook'});
+        }""",
+        path,
+    )
     page.wait_for_function(
         "(path) => window.__mbkFind(path) !== null", arg=path, timeout=timeout_s * 1000
     )
@@ -261,6 +281,19 @@ def open_notebook(page: Page, url: str, path: str, timeout_s: float = 120.0) -> 
             return
         time.sleep(0.25)
     raise TimeoutError(f"{path}: kernel not idle after {timeout_s:.0f} s (status {status!r})")
+
+
+def close_notebook(page: Page, path: str) -> None:
+    """Shut the notebook's kernel down and close its tab without saving."""
+    page.evaluate(
+        """async (path) => {
+          const w = window.__mbkFind(path);
+          if (!w) return;
+          await w.sessionContext.shutdown();
+          w.dispose();
+        }""",
+        path,
+    )
 
 
 def _accept_dialogs(page: Page) -> None:
@@ -293,16 +326,12 @@ def run_all_cells(page: Page, path: str, timeout_s: float) -> NotebookRun:
 
 
 def wait_for_rendering(page: Page, path: str, timeout_s: float = 30.0) -> None:
-    """Give widget views and plotly figures time to draw: until no placeholder is left."""
+    """Give widget views and plotly figures time to draw: until every cell draws what its
+    outputs promise (or ``timeout_s``; what is still missing then is a failure)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        state = page.evaluate(_JS_COLLECT, path)
-        pending = [
-            c
-            for c in state["cells"]
-            if any(p.startswith("Loading widget") for p in c["placeholders"])
-        ]
-        if not pending:
+        cells = [CellResult(**c) for c in page.evaluate(_JS_COLLECT, path)["cells"]]
+        if not any(c.render_problems() for c in cells):
             return
         time.sleep(0.5)
 

@@ -1,15 +1,16 @@
-"""One JupyterLab server and one headless Chromium for the whole test session.
+"""One JupyterLab server, one headless Chromium and one JupyterLab page for the session.
 
-:class:`LabSession` runs notebooks one at a time, each in a fresh page: open, run all cells,
-collect outputs and rendering, save screenshots and a JSON summary under the artefact
-folder. The result of each notebook is cached, so several tests can look at one run; the
-page of the latest run stays open for interaction (the slider tests), and the previous
-page and its kernel are shut down before the next notebook opens.
+:class:`LabSession` runs notebooks one at a time in that page, as a person would: open the
+notebook, run all cells, then the test collects outputs and rendering, and saves screenshots
+and a JSON summary under the artefact folder. The result of each notebook is cached, so
+several tests can look at one run; the latest notebook stays open for interaction (the
+slider tests), and is closed, its kernel shut down, before the next one opens.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,32 +45,58 @@ class LabSession:
             self.page_path = None
         self.server.shutdown_kernels()
 
-    def run(self, path: str) -> lab_driver.NotebookRun:
-        """Open ``path`` (relative to the server root), run all cells, check and screenshot.
-        Cached: a second call returns the first result."""
+    def _ready_page(self) -> Page:
+        """The session's JupyterLab page, loaded once; the previous notebook closed."""
+        if self.page is not None and self.page_path is not None:
+            try:
+                lab_driver.close_notebook(self.page, self.page_path)
+                self.page_path = None
+            except Exception:  # a broken page: start a fresh one
+                self._close_page()
+        if self.page is None:
+            page = self.context.new_page()
+            page.on("pageerror", lambda exc: self._page_errors.append(str(exc)))
+            page.on(
+                "console",
+                lambda msg: self._console_errors.append(msg.text) if msg.type == "error" else None,
+            )
+            lab_driver.load_lab(page, self.server.url("lab?reset"))
+            self.page = page
+        return self.page
+
+    def run(self, path: str, render_timeout_s: float = 30.0) -> lab_driver.NotebookRun:
+        """Open ``path`` (relative to the server root), run all cells, check and screenshot;
+        wait up to ``render_timeout_s`` for figures and widgets to draw. Cached: a second call
+        returns the first result."""
         if path in self.runs:
             return self.runs[path]
-        self._close_page()
-        page = self.context.new_page()
-        self._page_errors, self._console_errors = [], []
-        page.on("pageerror", lambda exc: self._page_errors.append(str(exc)))
-        page.on(
-            "console",
-            lambda msg: self._console_errors.append(msg.text) if msg.type == "error" else None,
-        )
-        self.page, self.page_path = page, path
-        lab_driver.open_notebook(page, self.server.url(f"lab/tree/{path}?reset"), path)
+        page = self._ready_page()
+        self._page_errors.clear()
+        self._console_errors.clear()
+        t0 = time.monotonic()
+        lab_driver.open_notebook(page, path)
+        opened = time.monotonic()
+        self.page_path = path
         self.server.descendants()  # remember the kernel's pid for the leftover check
         run = lab_driver.run_all_cells(page, path, self.run_timeout_s)
         if run.finished:
-            lab_driver.wait_for_rendering(page, path)
+            lab_driver.wait_for_rendering(page, path, render_timeout_s)
         lab_driver.collect(page, run)
-        run.page_errors = self._page_errors
-        run.console_errors = self._console_errors
+        run.page_errors = list(self._page_errors)
+        run.console_errors = list(self._console_errors)
+        rendered = time.monotonic()
         stem = stem_of(path)
         lab_driver.screenshot_notebook(page, run, self.artifacts, stem)
+        run.timings = {
+            "open_s": opened - t0,
+            "run_all_s": run.seconds,
+            "render_and_collect_s": rendered - opened - run.seconds,
+            "screenshots_s": time.monotonic() - rendered,
+        }
         lab_driver.write_report(run, self.artifacts, stem)
         self.runs[path] = run
+        if not run.finished:  # a stuck kernel: the next notebook gets a fresh page
+            self._close_page()
         return run
 
     def live_page(self, path: str) -> Page:

@@ -84,11 +84,14 @@ def test_fixture_notebook_renders(lab: LabSession) -> None:
 
 
 def test_failure_message_names_notebook_and_cell(lab: LabSession) -> None:
-    run = lab.run(ERROR_FIXTURE)
+    run = lab.run(ERROR_FIXTURE, render_timeout_s=5)
     failures = run.failures()
-    assert len(failures) == 1, failures
-    assert failures[0].startswith(f"{ERROR_FIXTURE}, cell 2 (execution_count 2,")
-    assert "ZeroDivisionError: fixture error on purpose" in failures[0]
+    assert len(failures) == 2, failures
+    widget, error = failures
+    assert widget.startswith(f"{ERROR_FIXTURE}, cell 1 (execution_count 1,")
+    assert "widget not rendered: 'Error displaying widget" in widget
+    assert error.startswith(f"{ERROR_FIXTURE}, cell 2 (execution_count 2,")
+    assert "ZeroDivisionError: fixture error on purpose" in error
     assert run.cells[3].execution_count is None  # run-all stopped at the error
 
 

@@ -118,7 +118,7 @@ def detach_per_task(model: DLRM, batch: Batch) -> Method:
 def _param_level_methods() -> dict[str, MethodFactory]:
     """Parameter-level baselines, where :mod:`mbkernels.param_level` provides them."""
     try:
-        from .. import param_level  # type: ignore[attr-defined]
+        from .. import param_level
     except ImportError:
         return {}
     found: dict[str, MethodFactory] = {}

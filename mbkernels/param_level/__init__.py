@@ -1,0 +1,7 @@
+"""Parameter-level baselines: one backward per task over the shared parameters."""
+
+from .base import ParamBalancer, ParamBalanceStats
+from .metabalance import MetaBalanceParams
+from .mgda import MGDAParams
+
+__all__ = ["MGDAParams", "MetaBalanceParams", "ParamBalanceStats", "ParamBalancer"]

@@ -49,6 +49,11 @@ from .stats import BalanceStats
 
 GramReduce = Callable[[Tensor], Tensor]
 
+# torch.compile: the fork runs eagerly (one graph break). Its backward is data-dependent
+# Python (range check, non-finite policy, collectives, Triton launches) that Dynamo would
+# otherwise try to trace into the autograd.Function and break on anyway.
+_fork_eager = torch.compiler.disable(fork)
+
 
 class Balancer(nn.Module):
     """Balance the per-task gradients of a shared representation with any :class:`Rule`.
@@ -121,7 +126,7 @@ class Balancer(nn.Module):
             raise ValueError(f"z must have a floating-point dtype, got {z.dtype}")
         if not (torch.is_grad_enabled() and z.requires_grad):
             return tuple(z for _ in range(self.num_tasks))
-        return fork(z, self.num_tasks, self._combine)
+        return _fork_eager(z, self.num_tasks, self._combine)
 
     # ----------------------------------------------------------------- backward
     def _combine(self, grads: Sequence[Tensor | None]) -> Tensor | None:

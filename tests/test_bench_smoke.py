@@ -14,6 +14,15 @@ from mbkernels.bench import cli, memory, op, throughput, timing
 from tests.helpers import multibalance_reference
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():  # type: ignore[no-untyped-def]
+    """Tiny ops on a shared machine: one thread avoids waiting on busy OpenMP workers."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _finite_positive(x: object) -> bool:
     return isinstance(x, float) and math.isfinite(x) and x > 0
 
@@ -27,6 +36,14 @@ def test_interleaved_rotates_order_and_counts_rounds() -> None:
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
     assert {k: len(v.seconds) for k, v in result.items()} == {"a": 3, "b": 3}
     assert all(v.best <= v.median for v in result.values())
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios() -> None:
+    base = timing.Timing("a", (1.0, 10.0, 2.0), 1)
+    other = timing.Timing("b", (2.0, 10.0, 1.0), 1)
+    assert timing.paired_ratio(base, other) == 1.0  # ratios 0.5, 1, 2
+    with pytest.raises(ValueError, match="same interleaved run"):
+        timing.paired_ratio(base, timing.Timing("c", (1.0,), 1))
 
 
 @pytest.mark.parametrize(
@@ -86,21 +103,6 @@ def test_op_config_presets() -> None:
     assert cfg.tasks == (2, 8) and cfg.log2_sizes == (12,) and not cfg.compile
 
 
-def test_cli_op_writes_json_and_html(tmp_path, capsys) -> None:
-    pytest.importorskip("plotly")
-    out_json, out_html = tmp_path / "r.json", tmp_path / "r.html"
-    rc = cli.main(
-        ["op", "--tiny", "--no-compile", "--json", str(out_json), "--html", str(out_html)]
-    )
-    assert rc == 0
-    data = json.loads(out_json.read_text())
-    assert data["environment"]["device"] == "cpu"
-    assert data["op"]["rows"]
-    html = out_html.read_text()
-    assert "plotly" in html.lower() and "achieved bandwidth" in html
-    assert "vs naive" in capsys.readouterr().out
-
-
 # ---------------------------------------------------------------- throughput + memory
 def _tiny_throughput(**kw):  # type: ignore[no-untyped-def]
     args = SimpleNamespace(tiny=True, quick=False, tasks=None, batch=None, rounds=None)
@@ -116,7 +118,8 @@ def test_throughput_benchmark_tiny() -> None:
     rows = {(r["num_tasks"], r["method"]): r for r in res["rows"]}
     assert {t for t, _ in rows} == {2, 3}
     for (_t, name), r in rows.items():
-        for key in ("median_s", "best_s", "steps_per_s", "ratio_vs_sum", "ratio_vs_sum_best"):
+        keys = ("median_s", "best_s", "steps_per_s", "ratio_vs_sum", "ratio_vs_sum_best")
+        for key in (*keys, "ratio_vs_sum_paired"):
             assert _finite_positive(r[key]), (key, r)
         assert r["z_bytes"] == 64 * 16 * 4
         assert r["peak_step_bytes"] > 0
@@ -183,20 +186,18 @@ def test_storage_tracker_counts_peak_of_live_tensors() -> None:
     assert memory.peak_step_bytes(step, "cpu") == 8000
 
 
-def test_cli_all_tiny(tmp_path) -> None:
+def test_cli_all_tiny_writes_json_html_markdown(tmp_path, capsys) -> None:
     pytest.importorskip("plotly")
-    rc = cli.main(
-        [
-            "all",
-            "--tiny",
-            "--no-compile",
-            "--json",
-            str(tmp_path / "a.json"),
-            "--html",
-            str(tmp_path / "a.html"),
-        ]
-    )
-    assert rc == 0
-    data = json.loads((tmp_path / "a.json").read_text())
+    out = {ext: tmp_path / f"r.{ext}" for ext in ("json", "html", "md")}
+    files = ["--json", str(out["json"]), "--html", str(out["html"]), "--markdown", str(out["md"])]
+    assert cli.main(["all", "--tiny", "--no-compile", *files]) == 0
+    data = json.loads(out["json"].read_text())
+    assert data["environment"]["device"] == "cpu"
     assert data["op"]["rows"] and data["throughput"]["rows"]
-    assert "Training throughput" in (tmp_path / "a.html").read_text()
+    html = out["html"].read_text()
+    assert "Training throughput" in html and "achieved bandwidth" in html
+    printed = capsys.readouterr().out
+    assert "vs naive" in printed and "multibalance" in printed
+    md = out["md"].read_text()
+    assert md.count("| 2 | 2^10 |") == 2 and "measured copy bandwidth" in md
+    assert "| 3 | detach |" in md

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from .report import environment, write_html, write_json
+from .report import environment, markdown, write_html, write_json
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # test-suite size
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.add_argument("--html", default=None, help="write a plotly chart as HTML here")
+    p.add_argument("--markdown", default=None, help="write Markdown tables here")
     return p
 
 
@@ -59,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(format_throughput(results["throughput"]))
     if args.json:
         say(f"wrote {write_json(results, args.json)}")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(results))
+        say(f"wrote {args.markdown}")
     if args.html:
         say(f"wrote {write_html(results, args.html)}")
     return 0

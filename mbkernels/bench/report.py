@@ -32,6 +32,68 @@ def write_json(results: dict[str, Any], path: str | Path) -> Path:
     return p
 
 
+def _fmt(x: float | None, spec: str) -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Markdown tables of the results (what docs/benchmarks.md shows)."""
+    out: list[str] = []
+    env = results.get("environment", {})
+    out.append(
+        f"torch {env.get('torch')}, {env.get('threads')} CPU thread(s), "
+        f"device {env.get('device')}" + (f" ({env['gpu']})" if env.get("gpu") else "")
+    )
+    thr = results.get("throughput")
+    if thr:
+        c = thr["config"]
+        out += [
+            "",
+            f"Training throughput, batch {c['batch']}, |Z| = {c['z_shape'][0]}×{c['z_shape'][1]}, "
+            f"{c['rounds']} interleaved rounds; ratio = steps/s ÷ plain sum's: median of the "
+            "per-round ratios (paired), ratio of the medians, ratio of the fastest rounds; "
+            "memory: peak extra bytes of one step over the plain "
+            "sum, whole step and towers + balancing alone, in units of |Z|.",
+            "",
+            "| T | method | steps/s | paired | medians | fastest | peak MiB | step extra / abs Z | "
+            "head extra / abs Z |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in thr["rows"]:
+            peak = r.get("peak_step_bytes")
+            out.append(
+                f"| {r['num_tasks']} | {r['method']} | {r['steps_per_s']:.2f} | "
+                f"{r['ratio_vs_sum_paired']:.3f} | {r['ratio_vs_sum']:.3f} | "
+                f"{r['ratio_vs_sum_best']:.3f} | "
+                f"{_fmt(peak / 2**20 if peak is not None else None, '.1f')} | "
+                f"{_fmt(r.get('extra_vs_sum_in_z'), '.2f')} | "
+                f"{_fmt(r.get('head_extra_vs_sum_in_z'), '.2f')} |"
+            )
+    op = results.get("op")
+    if op:
+        c = op["config"]
+        cb = op["copy_bandwidth"]
+        out += [
+            "",
+            f"Fused op on {c['device']} ({c['dtype']}), {c['rounds']} interleaved rounds, median; "
+            f"bandwidth = minimum traffic (2T+1)·N·itemsize ÷ time; measured copy bandwidth "
+            f"{cb['median_Bps'] / 1e9:.1f} GB/s (read + write; fastest round "
+            f"{cb['best_Bps'] / 1e9:.1f} GB/s).",
+            "",
+            "| T | N | method | median ms | GB/s | of copy | vs naive | vs compiled |",
+            "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in op["rows"]:
+            out.append(
+                f"| {r['num_tasks']} | 2^{r['log2_n']} | {r['method']} | "
+                f"{r['median_s'] * 1e3:.3f} | {r['achieved_Bps'] / 1e9:.2f} | "
+                f"{r['fraction_of_copy']:.0%} | {r['speedup_vs_naive']:.2f}× | "
+                f"{_fmt(r['speedup_vs_compiled'], '.2f')}"
+                f"{'×' if r['speedup_vs_compiled'] else ''} |"
+            )
+    return "\n".join(out) + "\n"
+
+
 def _plotly() -> Any:
     try:
         import plotly.graph_objects as go

@@ -45,6 +45,18 @@ class Timing:
         }
 
 
+def paired_ratio(base: Timing, other: Timing) -> float:
+    """Median over rounds of ``base / other`` time, round by round.
+
+    The samples of one round are taken back to back, so a slow phase of the
+    machine inflates both; the per-round ratio cancels much of it (a paired
+    design), where the ratio of two medians does not.
+    """
+    if len(base.seconds) != len(other.seconds):
+        raise ValueError("paired_ratio needs timings from the same interleaved run")
+    return statistics.median(b / o for b, o in zip(base.seconds, other.seconds))
+
+
 def _no_sync() -> None:
     return None
 

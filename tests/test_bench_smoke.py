@@ -114,7 +114,13 @@ def _tiny_throughput(**kw):  # type: ignore[no-untyped-def]
 
 def test_throughput_benchmark_tiny() -> None:
     res = throughput.run_throughput(_tiny_throughput())
-    assert res["methods"][:3] == ["sum", "multibalance", "detach"]
+    assert res["methods"] == [
+        "sum",
+        "multibalance",
+        "detach",
+        "param_metabalance",
+        "param_mgda",
+    ]
     rows = {(r["num_tasks"], r["method"]): r for r in res["rows"]}
     assert {t for t, _ in rows} == {2, 3}
     for (_t, name), r in rows.items():
@@ -125,6 +131,8 @@ def test_throughput_benchmark_tiny() -> None:
         assert r["peak_step_bytes"] > 0
         if name == "sum":
             assert r["ratio_vs_sum"] == 1.0 and r["extra_bytes_vs_sum"] == 0
+        if name.startswith("param_"):  # they need the bottom's parameters: no head-only run
+            assert r["head_peak_bytes"] is None and r["head_extra_vs_sum_in_z"] is None
     for t in (2, 3):
         # The fork holds all T task gradients of Z at once; the plain sum accumulates them.
         assert rows[(t, "multibalance")]["head_extra_vs_sum_in_z"] >= (t - 1) * 0.5
@@ -168,6 +176,27 @@ def test_sum_method_matches_per_task_autograd() -> None:
             e += g
     for p, e in zip(shared, expected):
         torch.testing.assert_close(p.grad, e, rtol=1e-5, atol=1e-7)
+
+
+def test_param_level_methods_balance_the_shared_parameters() -> None:
+    """The parameter-level baselines see T separate backward passes: their stats hold
+    the per-task gradient norms of the shared parameters, equal to autograd.grad's."""
+    cfg = _tiny_throughput()
+    methods, batch = throughput.build_methods(cfg, 3, ["param_metabalance", "param_mgda"])
+    for m in methods.values():
+        m.backward()
+        shared = m.model.shared_parameters()
+        z = m.model.representation(batch)
+        losses = m.model.task_losses([z] * 3, batch)
+        norms = [
+            torch.cat(
+                [g.reshape(-1) for g in torch.autograd.grad(loss, shared, retain_graph=True)]
+            ).norm()
+            for loss in losses
+        ]
+        stats = m.extra["balancer"].stats
+        torch.testing.assert_close(stats.norms.float(), torch.stack(norms), rtol=1e-4, atol=1e-7)
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in shared)
 
 
 def test_build_methods_rejects_unknown_method() -> None:

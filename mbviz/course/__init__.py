@@ -6,7 +6,25 @@ prints a verdict with a hint and returns ``True``/``False``, never raises, so a
 notebook with an unanswered exercise still runs top to bottom under nbval.
 """
 
-from .checks import check_bytes_moved, check_multibalance_weights
+from .checks import (
+    check_bytes_moved,
+    check_cosine,
+    check_delta_m,
+    check_ema_noise_factor,
+    check_multibalance_weights,
+    check_pareto_point,
+    check_throughput_ratio,
+)
 from .syllabus import NOTEBOOKS, course_map
 
-__all__ = ["NOTEBOOKS", "check_bytes_moved", "check_multibalance_weights", "course_map"]
+__all__ = [
+    "NOTEBOOKS",
+    "check_bytes_moved",
+    "check_cosine",
+    "check_delta_m",
+    "check_ema_noise_factor",
+    "check_multibalance_weights",
+    "check_pareto_point",
+    "check_throughput_ratio",
+    "course_map",
+]

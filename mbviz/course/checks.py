@@ -77,3 +77,100 @@ def check_bytes_moved(
     ok = abs(float(answer) - expected) <= 1e-9 * expected
     reads = "2T reads and 1 write" if method == "fused" else "count every read and write"
     return _verdict(ok, name, f"{reads} of N elements of {ITEMSIZE.get(dtype)} bytes each")
+
+
+def check_cosine(answer: float | None, g1: Sequence[float], g2: Sequence[float]) -> bool:
+    """Exercise 01: the cosine similarity of two task gradients."""
+    name = "cosine similarity"
+    if answer is None:
+        return _not_answered(name)
+    a = torch.as_tensor(g1, dtype=torch.float64).flatten()
+    b = torch.as_tensor(g2, dtype=torch.float64).flatten()
+    expected = float(a @ b / (a.norm() * b.norm()))
+    ok = abs(float(answer) - expected) < 1e-6
+    return _verdict(ok, name, "cos = <g1, g2> / (||g1|| ||g2||); it lies in [-1, 1]")
+
+
+def check_pareto_point(
+    answer: Sequence[float] | None,
+    *,
+    lam: float,
+    scales: Sequence[float],
+    centers: Sequence[Sequence[float]],
+    curvatures: Sequence[Sequence[Sequence[float]]],
+) -> bool:
+    """Exercise 03: the minimiser of ``lam f1 + (1 - lam) f2`` for two quadratics
+    ``f_t(x) = s_t (x - c_t)^T A_t (x - c_t) / 2``: set the gradient of the weighted sum
+    to zero, ``sum_t w_t s_t A_t (x - c_t) = 0``, and solve the 2x2 system."""
+    name = "Pareto point"
+    if answer is None:
+        return _not_answered(name)
+    w = torch.tensor([lam, 1.0 - lam], dtype=torch.float64) * torch.as_tensor(
+        scales, dtype=torch.float64
+    )
+    a = torch.as_tensor(curvatures, dtype=torch.float64)
+    c = torch.as_tensor(centers, dtype=torch.float64)
+    h = w[0] * a[0] + w[1] * a[1]
+    rhs = w[0] * a[0] @ c[0] + w[1] * a[1] @ c[1]
+    expected = torch.linalg.solve(h, rhs)
+    got = torch.as_tensor(answer, dtype=torch.float64).flatten()
+    ok = got.shape == expected.shape and bool(torch.allclose(got, expected, atol=1e-6))
+    return _verdict(
+        ok, name, "solve (sum_t w_t s_t A_t) x = sum_t w_t s_t A_t c_t with w = (lam, 1 - lam)"
+    )
+
+
+def check_ema_noise_factor(answer: float | None, *, beta: float) -> bool:
+    """Exercise 04: by what factor an EMA with decay ``beta`` shrinks the standard deviation
+    of independent, equally noisy measurements (in the long run):
+    ``Var(m) = (1 - beta)^2 sum_k beta^(2k) Var(n) = (1 - beta) / (1 + beta) Var(n)``."""
+    name = "EMA noise factor"
+    if answer is None:
+        return _not_answered(name)
+    expected = ((1.0 - beta) / (1.0 + beta)) ** 0.5
+    ok = abs(float(answer) - expected) < 1e-4
+    return _verdict(
+        ok, name, "m = (1 - beta) * sum_k beta^k n_(t-k); add up the variances of independent "
+        "terms, then take the square root"
+    )  # fmt: skip
+
+
+def check_delta_m(
+    answer: float | None,
+    *,
+    method: dict[str, float],
+    baseline: dict[str, float],
+    higher_is_better: dict[str, bool],
+) -> bool:
+    """Exercise 05: Δm%, the mean relative change of each task's metric against its
+    single-task baseline, signed so that positive is better."""
+    name = "Δm%"
+    if answer is None:
+        return _not_answered(name)
+    terms = []
+    for task, b in baseline.items():
+        sign = 1.0 if higher_is_better[task] else -1.0
+        terms.append(sign * (method[task] - b) / b)
+    expected = 100.0 * sum(terms) / len(terms)
+    ok = abs(float(answer) - expected) < 1e-6 * max(1.0, abs(expected))
+    return _verdict(
+        ok, name, "per task (M_method - M_single) / M_single, with the sign flipped where lower "
+        "is better (RMSE), averaged over tasks, times 100"
+    )  # fmt: skip
+
+
+def check_throughput_ratio(
+    answer: float | None, *, num_tasks: int, backward_over_forward: float
+) -> bool:
+    """Exercise 07: throughput of T backward passes per step relative to one, when a
+    backward costs ``backward_over_forward`` forwards (the forward is shared)."""
+    name = "throughput ratio"
+    if answer is None:
+        return _not_answered(name)
+    b = backward_over_forward
+    expected = (1.0 + b) / (1.0 + num_tasks * b)
+    ok = abs(float(answer) - expected) < 1e-4
+    return _verdict(
+        ok, name, "time per step = forward + backwards; one backward vs T backwards; "
+        "throughput is 1 / time per step"
+    )  # fmt: skip

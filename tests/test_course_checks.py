@@ -62,3 +62,36 @@ def test_bytes_check_and_formula() -> None:
         bytes_moved(2, 10, "int8")
     with pytest.raises(ValueError, match="method"):
         bytes_moved(2, 10, "float32", "magic")
+
+
+def test_new_checks_reject_wrong_answers() -> None:
+    from mbviz.course import (
+        check_cosine,
+        check_delta_m,
+        check_ema_noise_factor,
+        check_pareto_point,
+        check_throughput_ratio,
+    )
+
+    # cos of (1, 0) and (1, 1) is 1/sqrt(2), derived by hand
+    assert check_cosine(2**-0.5, [1.0, 0.0], [1.0, 1.0])
+    assert not check_cosine(0.5, [1.0, 0.0], [1.0, 1.0])
+    # round bowls, s = (1, 1), lam = 0.5: the midpoint of the centres
+    eye = [[1.0, 0.0], [0.0, 1.0]]
+    kw = dict(lam=0.5, scales=[1.0, 1.0], centers=[[0.0, 0.0], [2.0, 4.0]], curvatures=[eye, eye])
+    assert check_pareto_point([1.0, 2.0], **kw)
+    assert not check_pareto_point([0.0, 0.0], **kw)
+    # beta = 0.5: sqrt(0.5 / 1.5)
+    assert check_ema_noise_factor(3**-0.5, beta=0.5)
+    assert not check_ema_noise_factor(0.5, beta=0.5)
+    # AUC 0.8 -> 0.84 (+5%), RMSE 1.0 -> 1.1 (-10%): mean -2.5%
+    dm = dict(
+        method={"a": 0.84, "r": 1.1},
+        baseline={"a": 0.8, "r": 1.0},
+        higher_is_better={"a": True, "r": False},
+    )
+    assert check_delta_m(-2.5, **dm)
+    assert not check_delta_m(7.5, **dm)
+    # T = 3 backward passes costing 2 forwards each: (1 + 2) / (1 + 6)
+    assert check_throughput_ratio(3 / 7, num_tasks=3, backward_over_forward=2.0)
+    assert not check_throughput_ratio(1 / 3, num_tasks=3, backward_over_forward=2.0)

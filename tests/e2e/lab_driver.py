@@ -427,6 +427,22 @@ def screenshot_notebook(page: Page, run: NotebookRun, out_dir: Path, stem: str) 
     return shots
 
 
+def screenshot_cell(page: Page, cell_index: int, target: Path) -> Path:
+    """One cell (input and outputs), the viewport stretched so that all of it is visible."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    original = page.viewport_size or {"width": 1400, "height": 900}
+    cell = page.locator(f'[data-mbk-cell="{cell_index}"]')
+    box = cell.bounding_box()
+    height = int(box["height"]) + 300 if box else original["height"]
+    page.set_viewport_size({"width": original["width"], "height": max(original["height"], height)})
+    try:
+        page.wait_for_timeout(300)
+        cell.screenshot(path=str(target))
+    finally:
+        page.set_viewport_size(original)
+    return target
+
+
 def write_report(run: NotebookRun, out_dir: Path, stem: str) -> Path:
     """``<stem>.json``: the run's summary (failures, counts, screenshots, page errors)."""
     out_dir.mkdir(parents=True, exist_ok=True)

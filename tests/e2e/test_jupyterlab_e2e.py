@@ -55,7 +55,7 @@ def _check_slider_moves_figure(lab: LabSession, path: str, mark: str) -> None:
     changed = lab_driver.wait_for_change(page, index, before)
     value_after = lab_driver.slider_value(page, index)
     shot = lab.artifacts / stem_of(path) / f"cell-{index:02d}-after-slider.png"
-    page.locator(f'[data-mbk-cell="{index}"]').screenshot(path=str(shot))
+    lab_driver.screenshot_cell(page, index, shot)
     assert value_after != value_before, (
         f"{run.where(cell)}: the first slider did not move (value {value_before!r})"
     )

@@ -1,6 +1,7 @@
 """``python -m mbviz``: command-line entry with one subcommand per task.
 
     python -m mbviz report -o report.html [--size 1] [--only 00 06]
+    python -m mbviz compare [--rules equal multibalance mgda_ub] [--seeds 0 1 2]
 
 New subcommands register in :func:`build_parser`.
 """
@@ -28,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--size", type=int, default=1, help="the notebooks' SIZE, 1..100 (default 1)")
     rep.add_argument("--only", nargs="+", metavar="NN", help="only these sections (e.g. 00 06)")
     rep.set_defaults(func=_report)
+    from .experiments import add_parser as _add_compare
+
+    _add_compare(sub)
     return parser
 
 

@@ -62,6 +62,7 @@ class RunConfig:
     steps: int = 300
     batch_size: int = 512
     lr: float = 1e-2
+    weight_decay: float = 0.0
     optimizer: str = "adam"
     eval_every: int = 0
     eval_splits: tuple[str, ...] = ("val",)
@@ -76,6 +77,7 @@ class RunConfig:
         check_int("batch_size", self.batch_size, low=1)
         check_float("lr", self.lr, low=0.0, high=10.0, low_open=True)
         check_choice("optimizer", self.optimizer, ("adam", "sgd"))
+        check_float("weight_decay", self.weight_decay, low=0.0, high=10.0)
         check_int("eval_every", self.eval_every, low=0)
         check_int("seed", self.seed, low=0)
         if self.arch is not None:
@@ -176,8 +178,8 @@ def evaluate(
 
 def _make_optimizer(config: RunConfig, params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr)
-    return torch.optim.SGD(params, lr=config.lr)
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _parameter_level_backward(model: nn.Module, losses: list[Tensor], balancer: Balancer) -> None:

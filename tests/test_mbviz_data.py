@@ -55,14 +55,17 @@ def test_negatives_were_unrated_at_their_time(data) -> None:
     raw = raw[raw["userId"].isin(keep)]
     uid = {u: i for i, u in enumerate(np.sort(raw["userId"].unique()))}
     mid = {m: i for i, m in enumerate(np.sort(raw["movieId"].unique()))}
-    first = {}
+    first, item_first = {}, {}
     for u, m, t in zip(raw["userId"], raw["movieId"], raw["timestamp"]):
         k = (uid[u], mid[m])
         first[k] = min(first.get(k, t), t)
+        item_first[mid[m]] = min(item_first.get(mid[m], t), t)
+    earliest = sorted(item_first.values())[min(200, len(item_first)) - 1]
     for s in data.splits().values():
         neg = (s.targets[:, 0] == 0).numpy()
         for u, i, t in zip(s.users.numpy()[neg], s.items.numpy()[neg], s.timestamp.numpy()[neg]):
-            assert first.get((int(u), int(i)), t + 1) > t
+            assert first.get((int(u), int(i)), t + 1) > t  # not rated by u at or before t
+            assert item_first[int(i)] <= max(t, earliest)  # in the catalogue at time t
 
 
 def test_deterministic_under_seed_and_cached(tmp_path, monkeypatch) -> None:

@@ -122,3 +122,21 @@ def test_invalid_config() -> None:
         train(p, FAST, steps=0)
     with pytest.raises(ValueError, match="rule"):
         train(p, FAST, rule="unknown")
+
+
+def test_compare_tables_and_cli_parser() -> None:
+    from mbviz.cli import build_parser
+    from mbviz.experiments import compare
+
+    p = SyntheticProblem(angle=90.0, scale_ratio=1.0, noise=0.3)
+    cmp = compare(p, rules=("equal", "multibalance"), seeds=(0, 1), config=FAST)
+    t = cmp.table()
+    assert len(t) == 2 * 2 + 2 and {"task1 rmse", "task2 rmse", "delta_m"} <= set(t.columns)
+    eq0 = next(r for r in cmp.results if r.config.rule == "equal" and r.config.seed == 0)
+    assert t.loc[(t.rule == "Equal") & (t.seed == 0), "delta_m"].item() == pytest.approx(
+        delta_m(eq0, cmp.baselines[0])
+    )
+    s = cmp.summary()
+    assert list(s.index) == ["Equal", "MultiBalance", "single-task"] and "Δm%" in s.columns
+    args = build_parser().parse_args(["compare", "--rules", "equal", "--seeds", "3"])
+    assert args.rules == ["equal"] and args.seeds == [3] and args.steps == 300

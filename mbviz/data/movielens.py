@@ -11,9 +11,14 @@ task           kind        label                                rows with a labe
 ``rating``     regression  the rating (0.5 .. 5)                rated pairs only
 =============  ==========  ===================================  ===================
 
-Negatives: for each rating ``(u, i, tau)``, ``negatives`` movies drawn uniformly that
-user ``u`` had *not rated at or before* ``tau``; they get timestamp ``tau``. This uses no
-information from after ``tau`` (drawing from "never rated" would leak the future).
+Negatives: for each rating ``(u, i, tau)``, ``negatives`` movies drawn uniformly from the
+*catalogue at time tau* (movies someone had rated at or before ``tau``) that user ``u`` had
+*not rated at or before* ``tau``; they get timestamp ``tau``. This uses no information from
+after ``tau`` (drawing from "never rated" would leak the future), and a movie new at test
+time shows up among positives and negatives alike (drawing from all movies would teach the
+model that rarely-seen movies are negatives, a shortcut that fails on new releases). The
+catalogue holds at least the 200 earliest movies, so the very first ratings can have
+negatives (this touches only the oldest training rows).
 
 Split by time, no leakage: with ``t1 < t2`` the quantiles of the rating timestamps at
 ``train_frac`` and ``train_frac + val_frac``: train ``tau < t1``, validation
@@ -44,7 +49,7 @@ from .._deps import require
 
 TASK_NAMES = ("engagement", "like", "rating")
 TASK_KINDS = ("binary", "binary", "regression")
-_VERSION = 1
+_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -185,16 +190,30 @@ def _build(
     n_pos = len(df)
     neg_users = np.repeat(users, negatives).astype(np.int64)
     neg_ts = np.repeat(ts, negatives)
-    neg_items = rng.integers(0, n_items, size=len(neg_users))
-    for _ in range(100):
+    # The catalogue at time tau: items ordered by first rating; the first k(tau) of them.
+    item_first = pd.Series(ts).groupby(items).min().reindex(range(n_items)).to_numpy()
+    by_first = np.argsort(item_first, kind="mergesort")
+    first_sorted = item_first[by_first]
+    k = np.searchsorted(first_sorted, neg_ts, side="right")  # >= 1: the positive's item
+    # The very first ratings see a catalogue of a handful of movies, all rated by the same
+    # early users: let the catalogue hold at least the 200 earliest movies.
+    k = np.maximum(k, min(200, n_items))
+
+    def draw(n: int, kk: np.ndarray) -> np.ndarray:
+        return by_first[(rng.random(n) * kk).astype(np.int64)]
+
+    neg_items = draw(len(neg_users), k)
+    for _ in range(200):
         codes = neg_users * n_items + neg_items
         rated_at = first_time.reindex(codes).to_numpy()
         bad = ~np.isnan(rated_at) & (rated_at <= neg_ts)
         if not bad.any():
             break
-        neg_items[bad] = rng.integers(0, n_items, size=int(bad.sum()))
+        neg_items[bad] = draw(int(bad.sum()), k[bad])
     else:  # pragma: no cover - needs a user who rated almost every movie
-        raise RuntimeError("could not sample unrated movies for every rating")
+        raise RuntimeError(
+            "could not sample unrated catalogue movies for every rating; use negatives=1"
+        )
 
     T = len(TASK_NAMES)
     all_users = np.concatenate([users, neg_users]).astype(np.int64)

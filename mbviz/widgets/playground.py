@@ -118,17 +118,17 @@ class GradientPlayground(W.VBox):
         lim = 1.15 * max(
             float(np.abs(g).max()), max(float(np.abs(d).max()) for _, d in res.values())
         )
+        xs = [[0.0, g[t, 0]] for t in range(2)] + [[0.0, d[0]] for _, d in res.values()]
+        ys = [[0.0, g[t, 1]] for t in range(2)] + [[0.0, d[1]] for _, d in res.values()]
+        hover = [self.figure.data[t].hovertemplate for t in range(2)] + [
+            f"{label(n)}<br>w = ({w[0]:.2f}, {w[1]:.2f})<extra></extra>"
+            for n, (w, _) in res.items()
+        ]
+        # One low-level restyle and one relayout message: the validated property setters
+        # cost ~5 ms per trace, this ~1 ms for the whole figure.
         with self.figure.batch_update():
-            for t in range(2):
-                self.figure.data[t].x = (0.0, g[t, 0])
-                self.figure.data[t].y = (0.0, g[t, 1])
-            for k, (name, (w, d)) in enumerate(res.items()):
-                tr = self.figure.data[2 + k]
-                tr.x = (0.0, d[0])
-                tr.y = (0.0, d[1])
-                tr.hovertemplate = f"{label(name)}<br>w = ({w[0]:.2f}, {w[1]:.2f})<extra></extra>"
-            self.figure.layout.xaxis.range = (-lim, lim)
-            self.figure.layout.yaxis.range = (-lim, lim)
+            self.figure.plotly_restyle({"x": xs, "y": ys, "hovertemplate": hover})
+            self.figure.plotly_relayout({"xaxis.range": [-lim, lim], "yaxis.range": [-lim, lim]})
         rows = "".join(
             f"<tr><td>{label(n)}</td><td>{w[0]:.3f}</td><td>{w[1]:.3f}</td>"
             f"<td>{np.degrees(np.arctan2(d[1], d[0])):.0f}°</td>"

@@ -1,0 +1,168 @@
+"""Reproducible method comparisons: rules x seeds, single-task baselines, Δm%.
+
+    python -m mbviz compare                      # MovieLens, equal vs MultiBalance vs MGDA-UB
+    python -m mbviz compare --rules equal multibalance pcgrad --seeds 0 1 2 3 --steps 600
+
+or from Python::
+
+    from mbviz.experiments import compare
+    cmp = compare()                 # MovieLens, 3 rules x 3 seeds, 300 steps x 512
+    cmp.summary()                   # mean ± std of every task's test metrics and Δm%
+
+Every run (rules and single-task baselines) uses the same seeds, so seed ``s`` of every
+method sees the same initialisation and the same mini-batches; Δm% of a run is measured
+against the single-task baselines of its own seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from . import metrics as M
+from ._deps import require
+from .problems.base import MultiTaskProblem
+from .runner import RunConfig, RunResult, baseline_metrics, single_task_baselines, train
+
+DEFAULT_RULES = ("equal", "multibalance", "mgda_ub")
+
+
+@dataclass
+class Comparison:
+    """The runs of :func:`compare`: ``results`` (rule x seed) and ``baselines`` (seed ->
+    task -> single-task primary test metric)."""
+
+    results: list[RunResult]
+    baselines: dict[int, dict[str, float]]
+    baseline_runs: list[RunResult]
+
+    def table(self):  # -> pandas.DataFrame
+        """One row per run: ``rule, level, seed``, every task's test metrics, ``delta_m``."""
+        pd = require("pandas")
+        rows = []
+        for r in self.results:
+            row: dict[str, Any] = {"rule": r.label, "level": r.config.level, "seed": r.config.seed}
+            for task, ms in r.test.items():
+                for metric, value in ms.items():
+                    row[f"{task} {metric}"] = value
+            higher = {
+                t: M.HIGHER_IS_BETTER[M.PRIMARY_METRIC[k]]
+                for t, k in zip(r.task_names, r.task_kinds)
+            }
+            row["delta_m"] = M.delta_m(r.primary("test"), self.baselines[r.config.seed], higher)
+            rows.append(row)
+        for seed in self.baselines:
+            row = {"rule": "single-task", "level": "-", "seed": seed}
+            for r in self.baseline_runs:
+                if r.config.seed != seed:
+                    continue
+                task = r.task_names[int(np.argmax(r.config.preference))]
+                for metric, value in r.test[task].items():
+                    row[f"{task} {metric}"] = value
+            row["delta_m"] = 0.0
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def summary(self, *, digits: int = 4):  # -> pandas.DataFrame
+        """Mean ± std over seeds per method (strings), methods as rows."""
+        t = self.table()
+        cols = [c for c in t.columns if c not in ("rule", "level", "seed")]
+        out = {}
+        for rule, g in t.groupby("rule", sort=False):
+            out[rule] = {
+                c: f"{g[c].mean():+.{digits}f} ± {g[c].std(ddof=1):.{digits}f}"
+                if c == "delta_m"
+                else f"{g[c].mean():.{digits}f} ± {g[c].std(ddof=1):.{digits}f}"
+                for c in cols
+            }
+        pd = require("pandas")
+        return pd.DataFrame(out).T.rename(columns={"delta_m": "Δm%"})
+
+
+def compare(
+    problem: MultiTaskProblem | None = None,
+    *,
+    rules: Sequence[str] = DEFAULT_RULES,
+    seeds: Sequence[int] = (0, 1, 2),
+    config: RunConfig | None = None,
+    rule_kwargs: dict[str, dict[str, Any]] | None = None,
+    **overrides: Any,
+) -> Comparison:
+    """Train every rule with every seed, plus single-task baselines per seed.
+
+    Args:
+        problem: default :class:`mbviz.problems.MovieLensProblem` (all users).
+        rules: rule names (:func:`mbviz.rules.rule_names`).
+        seeds: one run per rule per seed.
+        config: the shared :class:`~mbviz.runner.RunConfig` (default: 300 steps x 512,
+            Adam lr 1e-2); ``overrides`` change its fields.
+        rule_kwargs: per-rule hyperparameters.
+    """
+    if problem is None:
+        from .problems import MovieLensProblem
+
+        problem = MovieLensProblem()
+    base = replace(config or RunConfig(steps=300, batch_size=512), **overrides)
+    kw = rule_kwargs or {}
+    baseline_runs: list[RunResult] = []
+    baselines: dict[int, dict[str, float]] = {}
+    results: list[RunResult] = []
+    for seed in seeds:
+        runs = single_task_baselines(problem, replace(base, seed=seed))
+        baseline_runs += runs
+        baselines[seed] = baseline_metrics(runs)
+        for rule in rules:
+            results.append(
+                train(problem, replace(base, seed=seed, rule=rule, rule_kwargs=kw.get(rule, {})))
+            )
+    return Comparison(results, baselines, baseline_runs)
+
+
+# ---------------------------------------------------------------------- command line
+def add_parser(sub: Any) -> None:
+    """Register ``compare`` on the ``python -m mbviz`` subparsers."""
+    p = sub.add_parser("compare", help="compare rules on MovieLens over seeds (test metrics, Δm%%)")
+    p.add_argument("--rules", nargs="+", default=list(DEFAULT_RULES))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--arch", default="shared_bottom", help="shared_bottom, mmoe, mmoe_experts")
+    p.add_argument("--level", default="representation", help="representation or parameter")
+    p.add_argument("--max-users", type=int, default=None, help="a quick subset of MovieLens")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("-o", "--output", default=None, help="write the per-run table as CSV")
+    p.set_defaults(func=_run_cli)
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    import torch
+
+    from .problems import MovieLensProblem
+
+    torch.set_num_threads(args.threads)  # small models: one thread is fastest on a busy CPU
+    problem = MovieLensProblem(max_users=args.max_users)
+    cmp = compare(
+        problem,
+        rules=args.rules,
+        seeds=args.seeds,
+        config=RunConfig(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            arch=args.arch,
+            level=args.level,
+            progress=False,
+        ),
+    )
+    pd = require("pandas")
+    with pd.option_context("display.width", 250, "display.max_columns", 50):
+        print(cmp.summary().to_string())
+    if args.output:
+        cmp.table().to_csv(args.output, index=False)
+        print(f"wrote {args.output}")
+    return 0

@@ -1,8 +1,9 @@
 """Hypothesis fuzzing: shapes, dtypes, magnitudes 1e-30..1e30, T up to 32.
 
 Contract: with finite inputs the gradient and weights are finite and match a float64
-reference (when the exact gradient fits the dtype; otherwise inf, never NaN); with non-finite inputs the result is either a clear error (``"raise"``) or
-finite weights and an untouched state. Never a silent NaN.
+reference (when the exact gradient fits the dtype; otherwise inf, never NaN); with
+non-finite inputs the result is either a clear error (``"raise"``) or finite weights and
+an untouched state. Never a silent NaN.
 """
 
 from __future__ import annotations

@@ -9,10 +9,10 @@ amount of work and no data-dependent Python control flow (no host synchronisatio
 * ``T <= MAX_EXACT_TASKS``: exactly, by *support enumeration*. The optimum lies on
   some face of the simplex; on the face with support ``S`` its KKT conditions are the
   linear system ``H_SS w_S + c_S = lam 1, 1^T w_S = 1``. All ``2^T - 1`` systems are
-  solved in one batched call; every solution with ``w >= 0`` is a feasible point, and
-  the one with the lowest objective is the optimum (the optimum's own face is among
-  them). ``H`` gets a tiny ridge (``RIDGE`` times its mean diagonal) so every system
-  is non-singular, also for rank-deficient Gram matrices.
+  solved at once (:func:`batched_spd_solve`); every solution with ``w >= 0`` is a
+  feasible point, and the one with the lowest objective is the optimum (the optimum's
+  own face is among them). The Gram matrix gets a tiny ridge (``RIDGE`` times its mean
+  diagonal) so every system is positive definite, also for rank-deficient gradients.
 * larger ``T``: accelerated projected gradient (FISTA) with a fixed number of steps.
 """
 
@@ -40,6 +40,44 @@ def _supports_cpu(num_tasks: int) -> Tensor:
 def supports(num_tasks: int, device: torch.device) -> Tensor:
     """``[2^T - 1, T]`` float64 0/1 masks of every non-empty subset of the tasks."""
     return _supports_cpu(num_tasks).to(device)
+
+
+def batched_spd_solve(a: Tensor, b: Tensor) -> Tensor:
+    """Solve ``a x = b`` for a batch of symmetric positive-definite ``a`` (``[S, n, n]``,
+    ``b`` ``[S, n, k]``) by Gauss-Jordan elimination without pivoting (stable for SPD).
+
+    Plain elementwise tensor ops instead of batched LAPACK: on a CPU shared with other
+    work, batched LAPACK calls on tiny matrices were measured to spend 10-30 ms per call
+    waiting for their OpenMP threads (0.01 ms single-threaded); these ops stay cheap.
+    """
+    a = a.clone()
+    b = b.clone()
+    for i in range(a.shape[-1]):
+        pivot = a[:, i, i].unsqueeze(-1)
+        row_a = a[:, i, :] / pivot
+        row_b = b[:, i, :] / pivot
+        col = a[:, :, i].clone()
+        col[:, i] = 0.0
+        a -= col[:, :, None] * row_a[:, None, :]
+        b -= col[:, :, None] * row_b[:, None, :]
+        a[:, i, :] = row_a
+        b[:, i, :] = row_b
+    return b
+
+
+def quad_forms(w: Tensor, h: Tensor) -> Tensor:
+    """``w_s^T h w_s`` for each row of ``w`` (``[S, T]``), as elementwise ops.
+
+    Elementwise products and sums instead of matrix products on purpose: BLAS calls on
+    tiny matrices were measured to cost up to 60 ms on a busy CPU (thread hand-offs),
+    against microseconds for these.
+    """
+    return ((w.unsqueeze(-1) * h).sum(-2) * w).sum(-1)
+
+
+def matvec(h: Tensor, v: Tensor) -> Tensor:
+    """``h @ v`` for a small matrix, as elementwise ops (see :func:`quad_forms`)."""
+    return (h * v).sum(-1)
 
 
 def normalize_gram(gram: Tensor, *, ridge: float = RIDGE) -> Tensor:
@@ -93,20 +131,17 @@ def allowed_supports(
 
 
 def _simplex_qp_exact(h: Tensor, c: Tensor, active: Tensor | None) -> Tensor:
+    # On the face with support S the KKT conditions give, with p = H_S^-1 1 and
+    # q = H_S^-1 c_S:  w = lam p - q,  lam = (1 + 1^T q) / (1^T p).
     t = h.shape[0]
     m, allowed = allowed_supports(t, active, h.device)  # [S, T], [S]
-    s = m.shape[0]
     eye = torch.eye(t, dtype=h.dtype, device=h.device)
-    kkt = h.new_zeros(s, t + 1, t + 1)
-    kkt[:, :t, :t] = h * (m[:, :, None] * m[:, None, :]) + eye * (1.0 - m)[:, None, :]
-    kkt[:, :t, t] = -m
-    kkt[:, t, :t] = m
-    rhs = h.new_zeros(s, t + 1)
-    rhs[:, :t] = -c * m
-    rhs[:, t] = 1.0
-    sol, _ = torch.linalg.solve_ex(kkt, rhs)
-    w = sol[:, :t] * m
-    obj = 0.5 * torch.einsum("si,ij,sj->s", w, h, w) + w @ c
+    lhs = h * (m[:, :, None] * m[:, None, :]) + eye * (1.0 - m)[:, None, :]
+    sol = batched_spd_solve(lhs, torch.stack([m, c * m], dim=-1))
+    p, q = sol[..., 0] * m, sol[..., 1] * m
+    lam = (1.0 + q.sum(-1)) / p.sum(-1)
+    w = lam[:, None] * p - q
+    obj = 0.5 * quad_forms(w, h) + (w * c).sum(-1)
     ok = (w >= -1e-9).all(-1) & torch.isfinite(obj) & allowed
     obj = torch.where(ok, obj, torch.full_like(obj, torch.inf))
     best = w[obj.argmin()].clamp_min(0.0)
@@ -121,7 +156,7 @@ def _simplex_qp_pg(h: Tensor, c: Tensor, active: Tensor | None, steps: int = PG_
     y, momentum = w, 1.0
     for _ in range(steps):
         # inactive coordinates are pinned to 0 by an infinite cost (-inf before projection)
-        step = y - (h @ y + c) / lipschitz
+        step = y - (matvec(h, y) + c) / lipschitz
         w_next = project_simplex(torch.where(keep > 0, step, torch.full_like(step, -1e300)))
         m_next = (1.0 + (1.0 + 4.0 * momentum**2) ** 0.5) / 2.0
         y = w_next + ((momentum - 1.0) / m_next) * (w_next - w)

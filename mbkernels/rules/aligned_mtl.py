@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_float
-from ._simplex import normalize_gram
+from ._simplex import matvec, normalize_gram
 from .base import Rule, State
 from .linear import check_preferences
 
@@ -61,7 +61,7 @@ class AlignedMTL(Rule):
         sigma_min = torch.where(keep, lam, torch.full_like(lam, torch.inf)).min().sqrt()
         inv_sqrt = torch.where(keep, sigma_min / safe.sqrt(), torch.zeros_like(lam))
         p = torch.tensor(self.preferences, dtype=g.dtype, device=g.device)
-        w = vec @ (inv_sqrt * (vec.T @ p))
+        w = matvec(vec, inv_sqrt * matvec(vec.T, p))
         w = torch.where(keep.any(), w, p)  # all gradients zero: nothing to align
         return w.to(gram.dtype), {}
 

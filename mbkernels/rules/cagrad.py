@@ -16,7 +16,7 @@ stationarity conditions ``a_S + k G_S w / s = lam 1``, ``1^T w = 1``, ``s^2 = w^
 reduce, with ``p = G_S^{-1} 1`` and ``q = G_S^{-1} a_S``, to the quadratic
 ``P lam^2 - 2 Q lam + A - k^2 = 0`` (``P = 1^T p``, ``Q = 1^T q``, ``A = a^T q``) whose
 root with ``lam P - Q > 0`` gives ``w = (lam p - q) / sqrt(Q^2 - P (A - k^2))``. All
-``2^T - 1`` faces are solved in one batched call and the feasible candidate with the
+``2^T - 1`` faces are solved at once and the feasible candidate with the
 smallest ``F`` is the optimum, which bounds ``num_tasks`` by
 :data:`~mbkernels.rules._simplex.MAX_EXACT_TASKS`. (The authors solve the same problem
 with a general-purpose SLSQP solver on the host.)
@@ -31,7 +31,14 @@ import torch
 from torch import Tensor
 
 from .._validation import check_float, check_int
-from ._simplex import MAX_EXACT_TASKS, allowed_supports, normalize_gram
+from ._simplex import (
+    MAX_EXACT_TASKS,
+    allowed_supports,
+    batched_spd_solve,
+    matvec,
+    normalize_gram,
+    quad_forms,
+)
 from .base import Rule, State
 
 
@@ -73,26 +80,26 @@ class CAGrad(Rule):
         if active is not None:
             keep = active.to(g.dtype)
         b = keep / keep.sum().clamp_min(1.0)
-        a = g @ b
-        k = self.c * (b @ a).clamp_min(0).sqrt()
+        a = matvec(g, b)
+        k = self.c * (b * a).sum().clamp_min(0).sqrt()
 
         m, allowed = allowed_supports(t, active, g.device)  # [S, T], [S]
         eye = torch.eye(t, dtype=g.dtype, device=g.device)
         lhs = g * (m[:, :, None] * m[:, None, :]) + eye * (1.0 - m)[:, None, :]
-        sol, _ = torch.linalg.solve_ex(lhs, torch.stack([m, a * m], dim=-1))
+        sol = batched_spd_solve(lhs, torch.stack([m, a * m], dim=-1))
         p, q = sol[..., 0] * m, sol[..., 1] * m
         big_p, big_q, big_a = p.sum(-1), q.sum(-1), (q * a).sum(-1)
         disc = big_q**2 - big_p * (big_a - k**2)
         root = disc.clamp_min(1e-300).sqrt()
         lam = (big_q + root) / big_p
         cand = (lam[:, None] * p - q) / root[:, None]
-        norm = torch.einsum("si,ij,sj->s", cand, g, cand).clamp_min(0).sqrt()
-        obj = cand @ a + k * norm
+        norm = quad_forms(cand, g).clamp_min(0).sqrt()
+        obj = (cand * a).sum(-1) + k * norm
         ok = (disc > 0) & (cand >= -1e-9).all(-1) & torch.isfinite(obj) & allowed
         best = obj.masked_fill(~ok, torch.inf).argmin()
         w = cand[best].clamp_min(0)
         w = w / w.sum()
-        gw_norm = (w @ g @ w).clamp_min(0).sqrt()
+        gw_norm = quad_forms(w[None], g)[0].clamp_min(0).sqrt()
         coef = b + k / gw_norm.clamp_min(1e-300) * w
         coef = torch.where((k > 0) & ok.any() & torch.isfinite(coef).all(), coef, b)
         if self.rescale:

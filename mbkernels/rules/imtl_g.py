@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from ._simplex import normalize_gram
+from ._simplex import matvec, normalize_gram
 from .base import Rule, State
 
 
@@ -40,7 +40,7 @@ class IMTLG(Rule):
     ) -> tuple[Tensor, State]:
         g = normalize_gram(gram, ridge=0.0)
         norms = g.diagonal().clamp_min(0).sqrt()
-        x = torch.linalg.pinv(g, hermitian=True) @ norms
+        x = matvec(torch.linalg.pinv(g, hermitian=True), norms)
         total = x.sum()
         ok = torch.isfinite(total) & (total.abs() > 1e-12 * x.abs().sum().clamp_min(1e-300))
         safe = torch.where(ok, total, torch.ones_like(total))

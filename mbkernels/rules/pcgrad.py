@@ -69,11 +69,11 @@ class PCGrad(Rule):
         coef = torch.eye(t, dtype=g.dtype, device=g.device)
         if t > 1:
             orders = pcgrad_orders(self.seed, step, t, device=g.device)
-            rows = torch.arange(t, device=g.device)
             sq = g.diagonal()
             for k in range(t - 1):
                 j = orders[:, k]
-                dots = (coef @ g)[rows, j]
+                # <g_i^PC, g_j(i)> = sum_k C_ik G_k,j(i); elementwise, no tiny BLAS call
+                dots = (coef * g[:, j].T).sum(-1)
                 sq_j = sq[j]
                 safe = torch.where(sq_j > 0, sq_j, torch.ones_like(sq_j))
                 conflict = (dots < 0) & (sq_j > 0)

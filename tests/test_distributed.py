@@ -16,7 +16,7 @@ def test_two_gloo_ranks_equal_one_process_on_the_joint_batch() -> None:
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
     cfg = Config(world_size=2, steps=4, batch_per_rank=16)
-    ranks = train_distributed(cfg)
+    ranks = train_distributed(cfg, after=_nonfinite_on_one_rank)
     single = train_single(cfg)
     # Every rank applied bit-identical weights on every step...
     assert torch.equal(ranks[0]["weights"], ranks[1]["weights"])
@@ -27,6 +27,38 @@ def test_two_gloo_ranks_equal_one_process_on_the_joint_batch() -> None:
     for res in ranks:
         torch.testing.assert_close(res["params"], single["params"], rtol=0, atol=1e-6)
     assert not torch.equal(single["params"], _initial_params(cfg))  # it did train
+    # Non-finite gradient on rank 1 only: both ranks take the same decision (global Gram).
+    a, b = ranks[0]["nf_weights"], ranks[1]["nf_weights"]
+    assert torch.equal(a, b) and torch.equal(ranks[0]["nf_ema"], ranks[1]["nf_ema"])
+    assert a[1, 1] == 0 and (a[[0, 2]] > 0).all() and (a[1, [0, 2]] > 0).all()
+    assert ranks[0]["nf_ema"][1, 1] == ranks[0]["nf_ema"][0, 1]  # task 1's EMA held
+    assert torch.equal(ranks[0]["nf_steps"], torch.tensor([1, 2, 3]))
+    assert torch.isfinite(ranks[0]["nf_grads"]).all() and torch.isfinite(ranks[1]["nf_grads"]).all()
+
+
+def _nonfinite_on_one_rank(rank: int, cfg: Config) -> dict[str, torch.Tensor]:
+    """In the spawned ranks: a balancer on its own group, ``nonfinite="skip_task"``; on
+    step 2, task 1's gradient is NaN on rank 1 only."""
+    group = dist.new_group()
+    bal = mbk.MultiBalance(3, nonfinite="skip_task", process_group=group)
+    gen = torch.Generator().manual_seed(100 + rank)
+    weights, emas, steps, grads = [], [], [], []
+    for step in range(3):
+        z = torch.zeros(4, 5, requires_grad=True)
+        g = [torch.randn(4, 5, generator=gen) * 10.0**t for t in range(3)]
+        if step == 1 and rank == 1:
+            g[1][0, 0] = float("nan")
+        sum((o * gt).sum() for o, gt in zip(bal(z), g)).backward()
+        weights.append(bal.weights.clone())
+        emas.append(bal.ema.clone())
+        steps.append(int(bal.step))
+        grads.append(z.grad)
+    return {
+        "nf_weights": torch.stack(weights),
+        "nf_ema": torch.stack(emas),
+        "nf_steps": torch.tensor(steps),
+        "nf_grads": torch.stack(grads),
+    }
 
 
 def _initial_params(cfg: Config) -> torch.Tensor:

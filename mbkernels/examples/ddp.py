@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,14 @@ def train_single(cfg: Config) -> dict[str, Tensor]:
     return {"params": _flat(model), "weights": torch.stack(weights)}
 
 
-def _worker(rank: int, cfg: Config, init_file: str, out_dir: str) -> None:
+#: Optional extra work in each rank after training, before the group is destroyed
+#: (a picklable top-level function); its tensors are added to the rank's result.
+After = Callable[[int, Config], dict[str, Tensor]]
+
+
+def _worker(
+    rank: int, cfg: Config, init_file: str, out_dir: str, after: After | None = None
+) -> None:
     use_cuda = torch.cuda.is_available() and torch.cuda.device_count() >= cfg.world_size
     device = torch.device(f"cuda:{rank}" if use_cuda else "cpu")
     torch.set_num_threads(1)
@@ -113,16 +121,18 @@ def _worker(rank: int, cfg: Config, init_file: str, out_dir: str) -> None:
             opt.step()
             weights.append(model.balancer.weights.detach().cpu().clone())
         result = {"params": _flat(model).cpu(), "weights": torch.stack(weights)}
+        if after is not None:
+            result.update(after(rank, cfg))
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
 
-def train_distributed(cfg: Config) -> list[dict[str, Tensor]]:
+def train_distributed(cfg: Config, after: After | None = None) -> list[dict[str, Tensor]]:
     """Spawn ``world_size`` processes; return each rank's parameters and weights."""
     with tempfile.TemporaryDirectory() as tmp:
         init_file = os.path.join(tmp, "init")
-        mp.spawn(_worker, args=(cfg, init_file, tmp), nprocs=cfg.world_size, join=True)
+        mp.spawn(_worker, args=(cfg, init_file, tmp, after), nprocs=cfg.world_size, join=True)
         return [
             torch.load(Path(tmp) / f"rank{r}.pt", weights_only=True) for r in range(cfg.world_size)
         ]

@@ -28,7 +28,7 @@ import psutil
 #: every cell (and its figures) is in the DOM; autosave off, so the test never writes back;
 #: no news pop-up, no "checkpoint" prompts.
 LAB_SETTINGS: dict[str, dict[str, object]] = {
-    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none", "scrollPastEnd": False},
     "@jupyterlab/docmanager-extension/plugin": {"autosave": False},
     "@jupyterlab/apputils-extension/notification": {
         "fetchNews": "false",

@@ -401,16 +401,21 @@ def screenshot_notebook(page: Page, run: NotebookRun, out_dir: Path, stem: str) 
     ``<stem>/cell-NN.png`` for every cell that shows a figure or a widget."""
     out_dir.mkdir(parents=True, exist_ok=True)
     original = page.viewport_size or {"width": 1400, "height": 900}
-    height = page.evaluate(
-        """() => {
-          const outer = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)'
-                                                + ' .jp-WindowedPanel-outer');
-          const top = outer ? outer.getBoundingClientRect().top : 0;
-          return Math.ceil(top + (outer ? outer.scrollHeight : document.body.scrollHeight) + 40);
+    # the notebook's own scroll area: from its top to the bottom of the last cell
+    measure = """(path) => {
+          const w = window.__mbkFind(path);
+          const outer = w.content.node.querySelector('.jp-WindowedPanel-outer') || w.content.node;
+          outer.scrollTop = 0;
+          const cells = w.content.widgets;
+          const last = cells.length ? cells[cells.length - 1].node : outer;
+          const top = outer.getBoundingClientRect().top;
+          return Math.ceil(last.getBoundingClientRect().bottom - top
+                           + outer.getBoundingClientRect().top + 60);
         }"""
-    )
+    height = page.evaluate(measure, run.path)
     page.set_viewport_size({"width": original["width"], "height": max(600, min(height, 16000))})
     page.wait_for_timeout(800)  # plotly redraws on resize
+    page.evaluate(measure, run.path)  # back at the top after the resize
     shots = []
     whole = out_dir / f"{stem}.png"
     page.screenshot(path=str(whole))

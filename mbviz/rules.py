@@ -33,6 +33,8 @@ LABELS: dict[str, str] = {
     "upgrad": "UPGrad",
     "linear": "Linear (fixed)",
     "none": "Plain sum",
+    "metabalance_params": "MetaBalance (params)",
+    "mgda_params": "MGDA (params)",
 }
 
 

@@ -21,7 +21,10 @@ Two levels:
   passes), the Gram matrix of the per-task gradients of the *shared parameters*, the same
   rule object (through :meth:`mbkernels.Balancer.step_weights`), and
   ``sum_t w_t grad_t`` written to the shared parameters; task-specific parameters get
-  their ordinary gradients, as at representation level.
+  their ordinary gradients, as at representation level. The published parameter-level
+  methods of :mod:`mbkernels.param_level` run by name: ``rule="metabalance_params"``
+  (MetaBalance with a per-parameter EMA) and ``rule="mgda_params"``; their history
+  ``weight`` and ``ema`` are averages over the shared parameter tensors.
 
 Fixed preference weights (``preference=``) multiply the task losses before the rule:
 with ``rule="equal"`` that is linear scalarisation, the sweep behind an empirical
@@ -49,6 +52,22 @@ from .problems.base import Batch, MultiTaskProblem
 from .rules import make_rule
 
 LEVELS = ("representation", "parameter")
+
+#: Published parameter-level methods (``level="parameter"`` only): rule name -> class name
+#: in :mod:`mbkernels.param_level`. Every other rule name at parameter level runs the
+#: Gram rule on the shared-parameter gradients (see the module docstring).
+PARAM_METHODS = {"metabalance_params": "MetaBalanceParams", "mgda_params": "MGDAParams"}
+
+
+@dataclass(frozen=True)
+class _ParamStatsView:
+    """A parameter-level balancer's stats as the runner records them: weights and EMA
+    averaged over the shared parameter tensors."""
+
+    gram: Tensor
+    norms: Tensor
+    weights: Tensor
+    ema: Tensor | None
 
 
 @dataclass(frozen=True)
@@ -92,6 +111,10 @@ class RunConfig:
                 check_float(f"preference[{i}]", p, low=0.0, high=1e6)
         if self.rule == "none" and self.level == "parameter":
             raise ValueError("rule='none' (no balancer) needs level='representation'")
+        if self.rule in PARAM_METHODS and self.level != "parameter":
+            raise ValueError(
+                f"rule={self.rule!r} is a parameter-level method: use level='parameter'"
+            )
         return self
 
 
@@ -130,7 +153,7 @@ class RunResult:
         name = label(self.config.rule)
         if self.config.preference is not None:
             name += " " + ",".join(f"{p:g}" for p in self.config.preference)
-        if self.config.level == "parameter":
+        if self.config.level == "parameter" and self.config.rule not in PARAM_METHODS:
             name += " (param)"
         return name
 
@@ -226,8 +249,17 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = problem.make_model(config.arch or problem.archs[0])
         self.balancer: Balancer | None = None  # parameter level only
+        self.param_balancer: Any = None  # mbkernels.param_level methods
         if config.rule == "none":
             self.model.attach(None)
+        elif config.rule in PARAM_METHODS:
+            import mbkernels.param_level as pl
+
+            self.model.attach(None)
+            cls = getattr(pl, PARAM_METHODS[config.rule])
+            self.param_balancer = cls(
+                self.model.shared_parameters(), problem.num_tasks, **config.rule_kwargs
+            )
         else:
             rule = make_rule(config.rule, problem.num_tasks, **config.rule_kwargs)
             if config.level == "representation":
@@ -248,7 +280,17 @@ class Trainer:
         outs = self.model(*batch.inputs)
         losses = self.problem.task_losses(outs, batch)
         weighted = losses if self.pref is None else [p * l for p, l in zip(self.pref, losses)]
-        if self.balancer is not None:
+        if self.param_balancer is not None:
+            self.param_balancer.backward(weighted)
+            st = self.param_balancer.stats
+            ema = st.state.get("ema")
+            stats = _ParamStatsView(
+                st.gram.float(),
+                st.norms.float(),
+                st.weights.float().mean(0),
+                None if ema is None else ema.float().mean(0),
+            )
+        elif self.balancer is not None:
             _parameter_level_backward(self.model, weighted, self.balancer)
             stats = self.balancer.stats
         else:

@@ -22,7 +22,7 @@ from .runner import RunConfig, Trainer
 DEFAULT_METHODS: dict[str, dict[str, Any]] = {
     "plain sum": {"rule": "none"},
     "MultiBalance (representation)": {"rule": "multibalance"},
-    "MultiBalance (parameters)": {"rule": "multibalance", "level": "parameter"},
+    "MetaBalance (parameters)": {"rule": "metabalance_params", "level": "parameter"},
 }
 
 

@@ -140,3 +140,28 @@ def test_compare_tables_and_cli_parser() -> None:
     assert list(s.index) == ["Equal", "MultiBalance", "single-task"] and "Δm%" in s.columns
     args = build_parser().parse_args(["compare", "--rules", "equal", "--seeds", "3"])
     assert args.rules == ["equal"] and args.seeds == [3] and args.steps == 300
+
+
+@pytest.mark.parametrize("rule", ["metabalance_params", "mgda_params"])
+def test_published_parameter_level_methods(rule: str) -> None:
+    p = SyntheticProblem(num_tasks=3, angle=100.0, scale_ratio=10.0)
+    r = train(p, FAST, rule=rule, level="parameter")
+    assert len(r.history) == 30 * 3 and r.history["norm"].notna().all()
+    assert r.label.endswith("(params)")
+    if rule == "metabalance_params":  # target task 0 keeps weight 1 on every parameter
+        np.testing.assert_allclose(r.history.query("task == 'task1'")["weight"], 1.0, atol=1e-6)
+        assert r.history["ema"].notna().all()
+    with pytest.raises(ValueError, match="parameter-level"):
+        train(p, FAST, rule=rule)
+
+
+def test_throughput_table() -> None:
+    from mbviz.throughput import measure_throughput
+
+    t = measure_throughput(SyntheticProblem(), config=FAST, steps=2, rounds=2, warmup=1)
+    assert list(t["method"]) == [
+        "plain sum",
+        "MultiBalance (representation)",
+        "MetaBalance (parameters)",
+    ]
+    assert t["ratio"].iloc[0] == 1.0 and (t["steps_per_s"] > 0).all()

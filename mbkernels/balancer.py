@@ -184,13 +184,15 @@ class Balancer(nn.Module):
             raise NonFiniteGradientError(bad.nonzero().flatten().tolist())
         old_state = {name: getattr(self, name) for name in self._state_names}
         step = self.step + 1
+        # Rules never see inf/NaN (some factorise the Gram matrix and would raise): a
+        # non-finite step runs on a zeroed copy, and its result is discarded below.
+        clean = torch.where(gram.isfinite(), gram, torch.zeros_like(gram))
         if self.nonfinite == "skip_task":
             active = ~bad
-            clean = torch.where(gram.isfinite(), gram, torch.zeros_like(gram))
             weights, new_state = self.rule.weights_subset(clean, old_state, step, active)
             finite = active.any()
         else:
-            weights, new_state = self.rule.weights(gram, old_state, step)
+            weights, new_state = self.rule.weights(clean, old_state, step)
             finite = gram.isfinite().all()
         weights = weights.to(self.weights.dtype)
         finite = finite & weights.isfinite().all()

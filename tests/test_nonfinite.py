@@ -132,3 +132,27 @@ def test_all_zero_gradient_task_gets_a_finite_weight(reference: str, zero_task: 
         assert torch.isfinite(bal.weights).all() and torch.isfinite(out).all()
         torch.testing.assert_close(bal.weights.double(), w, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(out.double(), expect, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", mbk.NONFINITE_POLICIES)
+@pytest.mark.parametrize("rule_name", sorted(mbk.rules.RULES))
+def test_every_rule_survives_a_nan_task_under_every_policy(rule_name: str, policy: str) -> None:
+    """Rules never see inf/NaN (some factorise the Gram matrix and would raise)."""
+    bal = mbk.Balancer(mbk.rules.make_rule(rule_name, T), nonfinite=policy)
+    _backward(bal, _grads(1.0, 10.0, 100.0))
+    before = _state(bal)
+    grads = _grads(1.0, 10.0, 100.0)
+    grads[1][0, 0] = float("nan")
+    if policy == "raise":
+        with pytest.raises(mbk.NonFiniteGradientError):
+            _backward(bal, grads)
+    else:
+        out = _backward(bal, grads)
+        assert torch.isfinite(bal.weights).all()
+        if policy == "skip_task":
+            assert torch.isfinite(out).all() and bal.weights[1] == 0 and int(bal.step) == 2
+    if policy != "skip_task":
+        after = _state(bal)
+        assert all(torch.equal(before[k], after[k]) for k in before)
+    out = _backward(bal, _grads(1.0, 10.0, 100.0))  # and training goes on
+    assert torch.isfinite(out).all() and torch.isfinite(bal.weights).all()

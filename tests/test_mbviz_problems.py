@@ -152,3 +152,20 @@ def test_parameter_level_equal_matches_representation_level() -> None:
     np.testing.assert_allclose(a.history["loss"], b.history["loss"], rtol=1e-4)
     # the norms differ: representation gradients vs shared-parameter gradients
     assert not np.allclose(a.history["norm"], b.history["norm"])
+
+
+def test_taskwise_balancer_unused_output_and_bad_input() -> None:
+    from mbviz.taskwise import TaskwiseBalancer
+
+    bal = TaskwiseBalancer(MultiBalanceRule(3, relax=1.0, reference="target", target=0))
+    reps = [torch.randn(4, 5, requires_grad=True) for _ in range(3)]
+    outs = bal(*reps)
+    (outs[0].sum() + 3 * outs[2].sum()).backward()  # task 2 (index 1) unused
+    w = bal.stats.weights
+    assert torch.isfinite(w).all() and w[0] == pytest.approx(1.0) and w[2] == pytest.approx(1 / 3)
+    torch.testing.assert_close(reps[2].grad, torch.full((4, 5), 3.0) * w[2])
+    assert reps[1].grad is None
+    with pytest.raises(ValueError, match="num_tasks=3"):
+        bal(*reps[:2])
+    with pytest.raises(ValueError, match="one shape"):
+        bal(reps[0], reps[1], torch.randn(2, 5))

@@ -9,48 +9,51 @@ import pytest
 
 from mbviz import cli
 from mbviz.course.sections import SECTIONS
-from mbviz.report import render_html, run_sections, write_report
+from mbviz.report import Section, render_html, run_sections, write_report
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    path = tmp_path_factory.mktemp("report") / "sub" / "report.html"
-    assert cli.main(["report", "-o", str(path), "--size", "1"]) == 0
-    return path, path.read_text(encoding="utf-8")
+def sections() -> list[Section]:
+    """Every section's experiment, run once for the module (classroom size)."""
+    return run_sections(SECTIONS, size=1, progress=None)
 
 
-def test_report_is_self_contained(report: tuple[Path, str]) -> None:
-    _, text = report
+@pytest.fixture(scope="module")
+def text(sections: list[Section]) -> str:
+    return render_html(sections, size=1)
+
+
+def test_report_is_self_contained(text: str) -> None:
     assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
     assert text.count("* plotly.js v") == 1, "plotly.js must be inlined exactly once"
     assert not re.search(r"<script[^>]*\bsrc=", text), "no external scripts: it must open offline"
 
 
-def test_report_has_every_section_with_its_figures(report: tuple[Path, str]) -> None:
-    _, text = report
-    sections = run_sections(SECTIONS[:1], size=1, progress=None)  # titles/figure counts
-    assert sections[0].title in text
-    for key, _ in SECTIONS:
-        assert f'<section id="s{key}">' in text, f"section {key} missing"
-    n_sections = text.count("<section ")
-    n_figures = text.count("Plotly.newPlot(")
-    assert n_sections == len(SECTIONS) and n_figures >= n_sections, (n_sections, n_figures)
-    assert text.count("<table") >= 1
+def test_report_has_every_section_with_its_figures(sections: list[Section], text: str) -> None:
+    assert [s.key for s in sections] == [k for k, _ in SECTIONS]
+    for s in sections:
+        assert f'<section id="s{s.key}">' in text, f"section {s.key} missing"
+        assert s.title in text and s.notebook in text
+        assert (Path(__file__).parents[1] / "notebooks" / s.notebook).exists(), s.notebook
+    assert text.count("Plotly.newPlot(") == sum(len(s.figures) for s in sections)
+    assert text.count("<table") == sum(len(s.tables) for s in sections)
     assert "experiment ran in" in text
 
 
-def test_figures_have_titled_axes(report: tuple[Path, str]) -> None:
-    for section in run_sections(SECTIONS, size=1, progress=None):
+def test_figures_have_titled_axes_and_data(sections: list[Section]) -> None:
+    for section in sections:
         assert section.figures, f"section {section.key} has no figure"
         for fig in section.figures:
             assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text, section.key
             assert len(fig.data) >= 1, section.key
 
 
-def test_render_counts_each_figure_once() -> None:
-    sections = run_sections(SECTIONS[:1], size=1, progress=None)
-    text = render_html(sections)
-    assert text.count("Plotly.newPlot(") == len(sections[0].figures)
+def test_cli_writes_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sub" / "report.html"
+    assert cli.main(["report", "-o", str(out), "--only", "00"]) == 0
+    html = out.read_text(encoding="utf-8")
+    assert '<section id="s00">' in html and '<section id="s06">' not in html
+    assert "wrote" in capsys.readouterr().out
 
 
 def test_bad_arguments_name_the_parameter(

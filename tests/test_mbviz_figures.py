@@ -80,6 +80,9 @@ def test_cosine_and_magnitude_figures(runs) -> None:
     _all_axes_titled(fig)
     fig = F.magnitudes_and_weights(eq.history)  # equal keeps no EMA
     assert not any(t.name.endswith("EMA") for t in fig.data)
+    assert fig.layout.yaxis2.type == "linear"
+    exploded = mb.history.assign(weight=np.where(mb.history.task == "task2", 1e6, 1.0))
+    assert F.magnitudes_and_weights(exploded).layout.yaxis2.type == "log"
 
 
 def test_learning_curves_and_throughput(runs) -> None:

@@ -8,9 +8,15 @@ from plotly.subplots import make_subplots
 from ._style import base_layout, task_color
 
 
-def magnitudes_and_weights(history, *, log_y: bool = True) -> go.Figure:
+def magnitudes_and_weights(
+    history, *, log_y: bool = True, log_weights: bool | None = None
+) -> go.Figure:
     """Two panels sharing the step axis: per-task gradient norms (faint: raw, per step;
     solid: the rule's EMA when it keeps one) and the task weights.
+
+    ``log_weights=None`` puts the weights on a log axis when they span more than a factor
+    100 (a task whose gradient vanishes gets a weight growing like ``1 / EMA`` under
+    MultiBalance, which would flatten every other curve).
 
     Traces: ``<task> raw`` and (if present) ``<task> EMA`` in row 1, ``<task> weight`` in
     row 2.
@@ -62,7 +68,11 @@ def magnitudes_and_weights(history, *, log_y: bool = True) -> go.Figure:
         )
     fig.update_layout(**base_layout("Raw vs moving-average magnitudes, and weights", height=560))
     fig.update_yaxes(title_text="‖∂L_t/∂Z‖", type="log" if log_y else "linear", row=1, col=1)
-    fig.update_yaxes(title_text="weight w_t", row=2, col=1)
+    if log_weights is None:
+        w = history["weight"].abs()
+        w = w[w > 0]
+        log_weights = bool(len(w)) and float(w.max() / w.min()) > 100.0
+    fig.update_yaxes(title_text="weight w_t", type="log" if log_weights else "linear", row=2, col=1)
     fig.update_xaxes(title_text="training step", row=2, col=1)
     fig.update_xaxes(title_text="training step", row=1, col=1)
     return fig

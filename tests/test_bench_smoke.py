@@ -86,13 +86,15 @@ def test_op_benchmark_tiny() -> None:
     }
     for r in rows:
         assert r["min_bytes"] == (2 * r["num_tasks"] + 1) * r["n"] * 4
-        for key in ("median_s", "best_s", "achieved_Bps", "fraction_of_copy", "speedup_vs_naive"):
+        keys = ("median_s", "best_s", "achieved_Bps", "copy_Bps", "fraction_of_copy")
+        for key in (*keys, "speedup_vs_naive"):
             assert _finite_positive(r[key]), (key, r)
         assert r["best_s"] <= r["median_s"]
         assert r["speedup_vs_compiled"] is None
         # Fused and naive computed the same combined gradient before being timed.
         assert r["max_rel_diff_vs_naive"] < 1e-5
     assert "fused" in op.format_op(res)
+    assert not any(r["method"] == op.COPY for r in rows)  # the ceiling is not a method
 
 
 def test_op_config_presets() -> None:
@@ -228,5 +230,5 @@ def test_cli_all_tiny_writes_json_html_markdown(tmp_path, capsys) -> None:
     printed = capsys.readouterr().out
     assert "vs naive" in printed and "multibalance" in printed
     md = out["md"].read_text()
-    assert md.count("| 2 | 2^10 |") == 2 and "measured copy bandwidth" in md
+    assert md.count("| 2 | 2^10 |") == 2 and "One large copy measured once" in md
     assert "| 3 | detach |" in md

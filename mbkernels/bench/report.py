@@ -55,8 +55,8 @@ def markdown(results: dict[str, Any]) -> str:
             "memory: peak extra bytes of one step over the plain "
             "sum, whole step and towers + balancing alone, in units of |Z|.",
             "",
-            "| T | method | steps/s | paired | medians | fastest | peak MiB | step extra / abs Z | "
-            "head extra / abs Z |",
+            "| T | method | steps/s | paired | medians | fastest | peak MiB | "
+            "step extra ÷ size(Z) | head extra ÷ size(Z) |",
             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for r in thr["rows"]:

@@ -9,7 +9,10 @@
 # 3. the training-throughput and memory benchmark on CUDA (when mbkernels.bench has it).
 # Each step has its own time limit and log, so one failure does not hide the others.
 # Runs from the source tree (PYTHONPATH), with the machine's own torch and triton;
-# plotly is optional (the HTML chart is skipped without it).
+# plotly is optional (the HTML chart is skipped without it). At most 8 files land in $OUT
+# (env, status, one log per step, op_cuda.json, throughput_cuda.json, html where plotly is).
+# Checked on a CPU machine (2026-11-29): every step runs, logs and records its status even
+# when the one before it fails; the CUDA steps themselves still await a GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu_out}"

@@ -98,8 +98,9 @@ _JS_COLLECT = """
               : (Array.isArray(o.text) ? o.text.join('').slice(0, 2000) : null),
       })),
       plots: [...node.querySelectorAll('.jp-OutputArea .js-plotly-plot')].map(box),
+      // ipywidgets' renderer is a Lumino Panel; it hides itself when its widget is closed
       widget_views: [...node.querySelectorAll('.jp-OutputArea-output')]
-        .filter((el) => el.querySelector('.jupyter-widgets, .widget-box, .widget-inline-hbox')
+        .filter((el) => el.classList.contains('lm-Panel') || el.querySelector('.jupyter-widgets')
                         || /(Loading|Error displaying|Error creating) widget/.test(el.textContent))
         .map((el) => ({size: box(el), text: el.textContent.slice(0, 300),
                        hidden: el.classList.contains('lm-mod-hidden')})),
@@ -171,9 +172,10 @@ class CellResult:
                 f" non-zero size (sizes {self.plots})"
             )
         if self.count_mime(WIDGET_MIME):
+            # a hidden view is a widget closed by the notebook (e.g. tqdm with leave=False)
             shown = [v for v in self.widget_views if not v["hidden"]]
-            if not shown:
-                problems.append("widget output but no widget view drawn")
+            if not self.widget_views:
+                problems.append("widget output but no widget view in the page")
             problems.extend(
                 f"widget view of zero size: {v}"
                 for v in shown

@@ -9,7 +9,8 @@ placeholder), and screenshots land in ``artifacts/e2e/``. In the gradient playgr
 (the angle) changes the figure.
 
 The harness checks itself on ``fixtures/``: a notebook with a FigureWidget wired to a
-slider and a plain figure, and a notebook that fails in cell 2.
+slider, a plain figure and tqdm progress bars, and a notebook with a widget that cannot
+render (cell 1) and an exception (cell 2).
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def test_fixture_notebook_renders(lab: LabSession) -> None:
     assert len(widget_cell.widget_views) == 1 and len(widget_cell.plots) == 1
     assert plain_cell.count_mime(lab_driver.PLOTLY_MIME) == 1 and len(plain_cell.plots) == 1
     assert all(w > 100 and h > 100 for w, h in widget_cell.plots + plain_cell.plots)
+    # tqdm's bars: the closed one's view is hidden (not a failure), the kept one is drawn
+    bars = run.cells[lab_driver.cell_index_containing(run, "TqdmBars") or 0]
+    assert sorted(v["hidden"] for v in bars.widget_views) == [False, True], bars.widget_views
     assert run.cells[-1].outputs[0]["text"].startswith("done")
     assert (lab.artifacts / "fixtures-widgets_fixture.png").stat().st_size > 10_000
 

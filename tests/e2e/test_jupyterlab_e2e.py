@@ -33,6 +33,9 @@ PLAYGROUND_MARK = "GradientPlayground("
 WIDGET_FIXTURE = "fixtures/widgets_fixture.ipynb"
 ERROR_FIXTURE = "fixtures/error_fixture.ipynb"
 
+# one JupyterLab and one browser for the session: keep these tests on one xdist worker
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
 
 def _assert_no_failures(run: lab_driver.NotebookRun, artifacts: Path) -> None:
     failures = run.failures()

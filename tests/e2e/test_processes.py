@@ -17,8 +17,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import REPO
 from .jupyter_server import still_running
+
+# an e2e test (it starts JupyterLab and Chromium), on the e2e tests' xdist worker
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
 
 def test_server_kernels_and_browser_are_stopped(chromium: Path, tmp_path: Path) -> None:

@@ -227,6 +227,7 @@ def test_cli_all_tiny_writes_json_html_markdown(tmp_path, capsys) -> None:
     assert data["op"]["rows"] and data["throughput"]["rows"]
     html = out["html"].read_text()
     assert "Training throughput" in html and "achieved bandwidth" in html
+    assert "copy (same rounds)" in html
     printed = capsys.readouterr().out
     assert "vs naive" in printed and "multibalance" in printed
     md = out["md"].read_text()

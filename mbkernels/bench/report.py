@@ -120,11 +120,12 @@ def figures(results: dict[str, Any]) -> list[Any]:
             fig.add_bar(
                 name=m,
                 x=[f"T={r['num_tasks']}" for r in rows],
-                y=[r["ratio_vs_sum"] for r in rows],
+                y=[r["ratio_vs_sum_paired"] for r in rows],
             )
         fig.add_hline(y=1.0, line_dash="dot")
         fig.update_layout(
-            title="Training throughput relative to the plain sum of losses (median)",
+            title="Training throughput relative to the plain sum of losses "
+            "(median of per-round ratios)",
             xaxis_title="number of tasks",
             yaxis_title="steps/s ÷ plain sum",
             barmode="group",
@@ -147,7 +148,17 @@ def figures(results: dict[str, Any]) -> list[Any]:
                     row=1,
                     col=j,
                 )
-            fig.add_hline(y=op["copy_bandwidth"]["median_Bps"] / 1e9, line_dash="dot", row=1, col=j)
+            copy_rows = [r for r in op["rows"] if r["num_tasks"] == t and r["method"] == "naive"]
+            fig.add_scatter(
+                x=[r["n"] for r in copy_rows],
+                y=[r["copy_Bps"] / 1e9 for r in copy_rows],
+                name="copy (same rounds)",
+                legendgroup="copy",
+                showlegend=j == 1,
+                line={"dash": "dot", "color": "gray"},
+                row=1,
+                col=j,
+            )
             fig.update_xaxes(type="log", title_text="elements per task (N)", row=1, col=j)
             fig.update_yaxes(title_text="GB/s of minimum traffic", row=1, col=j)
         fig.update_layout(

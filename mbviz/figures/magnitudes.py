@@ -25,7 +25,8 @@ def magnitudes_and_weights(
         rows=2,
         cols=1,
         shared_xaxes=True,
-        vertical_spacing=0.08,
+        # room between the panels for the upper x-axis title and the lower panel's title
+        vertical_spacing=0.18,
         subplot_titles=("gradient magnitude per task", "task weight"),
     )
     for i, (task, h) in enumerate(history.groupby("task", sort=False)):

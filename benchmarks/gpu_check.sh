@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU check for the benchmarks issue, for a session that is lent a CUDA machine.
 #
-#   bash bench/gpu_check.sh            # from the repository root; results under $OUT
+#   bash benchmarks/gpu_check.sh            # from the repository root; results under $OUT
 #
 # 1. the Triton kernel tests compiled on the GPU (MBK_TRITON_COMPILED=1, see tests/conftest.py);
 # 2. the op benchmark on CUDA: Triton fused op vs the PyTorch path vs naive vs torch.compile,

@@ -105,6 +105,17 @@ def toy_trajectories(toy, trajectories) -> go.Figure:
     fig.update_layout(**base_layout("Optimisation paths on the two-objective toy", height=460))
     fig.update_xaxes(title_text="x₁", row=1, col=1)
     fig.update_yaxes(title_text="x₂", row=1, col=1)
-    fig.update_xaxes(title_text="f₁", type="log", row=1, col=2)
-    fig.update_yaxes(title_text="f₂", type="log", row=1, col=2)
+    # The analytic front reaches f = 0 at its ends, which a log axis would stretch to
+    # 1e-30 and squeeze the paths into a band: frame the paths (and the front near them).
+    fx, fy = (_log_range(trajectories[c].to_numpy()) for c in ("f1", "f2"))
+    fig.update_xaxes(title_text="f₁", type="log", range=fx, exponentformat="power", row=1, col=2)
+    fig.update_yaxes(title_text="f₂", type="log", range=fy, exponentformat="power", row=1, col=2)
     return fig
+
+
+def _log_range(values: np.ndarray, pad: float = 0.3) -> list[float] | None:
+    """``[log10(min), log10(max)]`` of the positive finite values, padded; ``None`` if none."""
+    v = values[np.isfinite(values) & (values > 0)]
+    if v.size == 0:
+        return None
+    return [float(np.log10(v.min())) - pad, float(np.log10(v.max())) + pad]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,14 +124,19 @@ def stage_root(repo: Path, fixtures: Path, root: Path) -> Path:
     return root
 
 
-def own_descendants() -> dict[int, float]:
-    """This process's children (recursively): pid -> create time."""
+def own_descendants(roots: Iterable[int] | None = None) -> dict[int, float]:
+    """Descendants (recursively) of ``roots``, default this process: pid -> create time."""
     found = {}
-    for p in psutil.Process().children(recursive=True):
+    for root in [None] if roots is None else list(roots):
         try:
-            found[p.pid] = p.create_time()
+            children = psutil.Process(root).children(recursive=True)
         except psutil.NoSuchProcess:
-            pass
+            continue
+        for p in children:
+            try:
+                found[p.pid] = p.create_time()
+            except psutil.NoSuchProcess:
+                pass
     return found
 
 
@@ -152,8 +157,12 @@ def chromium_context(
         )
         try:
             seen.update({k: v for k, v in own_descendants().items() if k not in before})
+            launched = dict(seen)
             yield context
-            seen.update({k: v for k, v in own_descendants().items() if k not in before})
+            # Only what grew under Playwright and Chromium: the test process itself may
+            # start helpers meanwhile (e.g. multiprocessing's resource tracker in other
+            # tests of the same session) that live as long as it does.
+            seen.update(own_descendants(launched))
         finally:
             context.close()
 

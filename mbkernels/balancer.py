@@ -10,7 +10,9 @@ Per backward, through :mod:`mbkernels.ops`:
 
 1. pass 1: the ``[T, T]`` Gram matrix of the task gradients (float32
    accumulation; recomputed in float64 only if that left float32's range,
-   :mod:`mbkernels.numerics`); float64 from here on;
+   :mod:`mbkernels.numerics`); float64 from here on. For a rule that reads only
+   the norms (``rule.uses_cross_terms is False``, e.g. MultiBalance) the PyTorch
+   path computes only the diagonal unless ``full_gram=True``;
 2. multi-process: one all-reduce makes it global (:mod:`mbkernels.distributed`),
    or a custom ``gram_reduce``;
 3. mixed precision: divided by the GradScaler's ``scale**2`` (:mod:`mbkernels.amp`);
@@ -27,6 +29,7 @@ the range check (``range_check=False`` removes it), and for the
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -43,7 +46,7 @@ from .nonfinite import (
     NonFinitePolicy,
     nonfinite_tasks,
 )
-from .numerics import range_safe_gram
+from .numerics import range_safe_gram, range_safe_sq_norms
 from .rules.base import Rule
 from .stats import BalanceStats
 
@@ -74,6 +77,13 @@ class Balancer(nn.Module):
             weights do not depend on the loss scale (:mod:`mbkernels.amp`).
         range_check: recompute the Gram matrix in float64 when float32
             accumulation over- or underflowed (:mod:`mbkernels.numerics`).
+        full_gram: compute the whole Gram matrix even when the rule reads only
+            its diagonal, so that ``stats.gram``/``stats.cosine`` show the
+            conflicts between tasks. Default ``False``: such rules get only the
+            norms on the PyTorch path (T dot products instead of T(T+1)/2; at
+            T = 8 about a tenth of pass 1's time on a CPU core), and the
+            off-diagonal of ``stats.gram`` is NaN (not computed). The Triton
+            path always computes the whole matrix (free on a GPU).
 
     State (``state_dict``): the rule's state tensors, ``step`` (int64) and
     ``weights`` (the last weights applied), plus the rule's configuration.
@@ -92,6 +102,7 @@ class Balancer(nn.Module):
         nonfinite: NonFinitePolicy | str = "skip_update",
         grad_scaler: torch.amp.GradScaler | None = None,
         range_check: bool = True,
+        full_gram: bool = False,
     ) -> None:
         super().__init__()
         if not isinstance(rule, Rule):
@@ -100,6 +111,8 @@ class Balancer(nn.Module):
             raise ValueError(f"gram_reduce must be None or callable, got {gram_reduce!r}")
         if not isinstance(range_check, bool):
             raise ValueError(f"range_check must be True or False, got {range_check!r}")
+        if not isinstance(full_gram, bool):
+            raise ValueError(f"full_gram must be True or False, got {full_gram!r}")
         self.rule = rule
         self.num_tasks = rule.num_tasks
         self.backend = check_choice("backend", backend, ops.BACKENDS)
@@ -108,6 +121,7 @@ class Balancer(nn.Module):
         self.nonfinite = check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
         self.grad_scaler = check_grad_scaler(grad_scaler)
         self.range_check = range_check
+        self.full_gram = full_gram
         self._state_names = tuple(rule.init_state())
         for name, value in rule.init_state().items():
             if name in ("step", "weights"):
@@ -136,7 +150,11 @@ class Balancer(nn.Module):
         gs = [g for g in grads if g is not None]
         device = gs[0].device
         self._follow(device)
-        gram_local = range_safe_gram(gs, self.backend, self.range_check)  # float64
+        cross_terms = self._computes_full_gram(gs[0])
+        if cross_terms:
+            gram_local = range_safe_gram(gs, self.backend, self.range_check)  # float64
+        else:  # the rule reads only the norms: T dot products, zeros off the diagonal
+            gram_local = torch.diag(range_safe_sq_norms(gs, self.backend, self.range_check))
         if len(present) < self.num_tasks:  # unused towers: zero rows and columns
             full = gram_local.new_zeros(self.num_tasks, self.num_tasks)
             idx = torch.tensor(present, device=device)
@@ -145,6 +163,8 @@ class Balancer(nn.Module):
         gram = self._reduce(gram_local)
         gram = unscale_gram(gram, current_scale(self.grad_scaler))
         weights = self.step_weights(gram)
+        if not cross_terms and self._stats is not None:
+            self._stats = replace(self._stats, gram=_unknown_off_diagonal(self._stats.gram))
         if self.nonfinite == "skip_task":
             # Dropped tasks have weight 0, but 0 * inf is NaN: leave them out of pass 2.
             bad = nonfinite_tasks(gram)
@@ -155,6 +175,12 @@ class Balancer(nn.Module):
                 present = [present[k] for k in keep]
         w_present = weights if len(present) == self.num_tasks else weights[present]
         return ops.weighted_sum(gs, w_present, self.backend)
+
+    def _computes_full_gram(self, grad: Tensor) -> bool:
+        """Whether pass 1 computes the off-diagonal (see ``full_gram``)."""
+        if self.full_gram or self.rule.uses_cross_terms:
+            return True
+        return ops.resolve_backend(self.backend, grad.device, grad.dtype) == "triton"
 
     def _reduce(self, gram: Tensor) -> Tensor:
         if self.gram_reduce is not None:
@@ -300,4 +326,11 @@ class Balancer(nn.Module):
                 raise ValueError(f"state_dict entry {key!r} must be finite")
 
     def extra_repr(self) -> str:
-        return f"rule={self.rule!r}, backend={self.backend!r}, nonfinite={self.nonfinite!r}"
+        full = ", full_gram=True" if self.full_gram else ""
+        return f"rule={self.rule!r}, backend={self.backend!r}, nonfinite={self.nonfinite!r}{full}"
+
+
+def _unknown_off_diagonal(gram: Tensor) -> Tensor:
+    """``gram`` with NaN off the diagonal: those inner products were not computed."""
+    eye = torch.eye(gram.shape[0], dtype=torch.bool, device=gram.device)
+    return torch.where(eye, gram, torch.full_like(gram, float("nan")))

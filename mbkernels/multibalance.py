@@ -31,6 +31,8 @@ class MultiBalance(Balancer):
         nonfinite: "skip_update", "skip_task" or "raise" (:mod:`mbkernels.nonfinite`).
         grad_scaler: the ``torch.amp.GradScaler`` in use (:mod:`mbkernels.amp`).
         range_check: float64 fallback for the Gram matrix (:mod:`mbkernels.numerics`).
+        full_gram: also compute the inner products between tasks (the rule needs
+            only the norms), so ``stats.cosine`` monitors conflicts; see :class:`Balancer`.
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class MultiBalance(Balancer):
         nonfinite: str = "skip_update",
         grad_scaler: torch.amp.GradScaler | None = None,
         range_check: bool = True,
+        full_gram: bool = False,
     ) -> None:
         rule = MultiBalanceRule(
             num_tasks,
@@ -67,4 +70,5 @@ class MultiBalance(Balancer):
             nonfinite=nonfinite,
             grad_scaler=grad_scaler,
             range_check=range_check,
+            full_gram=full_gram,
         )

@@ -51,10 +51,26 @@ def gram_float64(grads: Sequence[Tensor]) -> Tensor:
     return gram
 
 
+def sq_norms_float64(grads: Sequence[Tensor]) -> Tensor:
+    """``[T]`` squared norms accumulated in float64, in cache-sized chunks on CPU."""
+    flat = [g.reshape(-1) for g in grads]
+    n, device = flat[0].numel(), flat[0].device
+    out = torch.zeros(len(flat), dtype=torch.float64, device=device)
+    chunk = max(1, n if device.type != "cpu" else min(n, _CPU_CHUNK))
+    for start in range(0, n, chunk):
+        for t, f in enumerate(flat):
+            block = f[start : start + chunk].to(torch.float64)
+            out[t] += torch.dot(block, block)
+    return out
+
+
 def needs_float64(gram: Tensor, numel: int) -> Tensor:
     """0-d bool: the float32 Gram ``gram`` of gradients with ``numel`` elements may be
     inaccurate (a non-finite or underflowing diagonal entry)."""
-    diag = gram.diagonal()
+    return _diagonal_needs_float64(gram.diagonal(), numel)
+
+
+def _diagonal_needs_float64(diag: Tensor, numel: int) -> Tensor:
     return (~diag.isfinite() | (diag < numel * UNDERFLOW_PER_ELEMENT)).any()
 
 
@@ -67,3 +83,16 @@ def range_safe_gram(grads: Sequence[Tensor], backend: str = "auto", check: bool 
         if bool(needs_float64(gram, grads[0].numel())):
             return gram_float64(grads)
     return gram.to(torch.float64)
+
+
+def range_safe_sq_norms(
+    grads: Sequence[Tensor], backend: str = "auto", check: bool = True
+) -> Tensor:
+    """The float64 ``[T]`` squared norms (Gram diagonal) of ``grads``, with the same
+    float64 fallback as :func:`range_safe_gram`."""
+    diag = ops.sq_norms(grads, backend)
+    dtype = grads[0].dtype
+    if check and dtype not in (torch.float16, torch.float64):
+        if bool(_diagonal_needs_float64(diag, grads[0].numel())):
+            return sq_norms_float64(grads)
+    return diag.to(torch.float64)

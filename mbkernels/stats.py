@@ -19,7 +19,9 @@ class BalanceStats:
     Attributes:
         gram: ``[T, T]`` Gram matrix ``G_ij = <g_i, g_j>`` of the per-task
             gradients on the shared representation (float64; after the
-            all-reduce and the loss-scale correction, as the rule saw it).
+            all-reduce and the loss-scale correction, as the rule saw it). Off
+            the diagonal NaN when it was not computed: a rule that reads only
+            the norms, without ``full_gram=True`` (see :class:`Balancer`).
         norms: ``[T]`` gradient norms ``||g_t||`` (the square root of the diagonal).
         weights: ``[T]`` weights applied on this step.
         state: the rule's state after the step (for MultiBalance, ``{"ema": [T]}``).
@@ -36,7 +38,8 @@ class BalanceStats:
 
     @property
     def cosine(self) -> Tensor:
-        """``[T, T]`` cosine similarities; 0 where a gradient is zero."""
+        """``[T, T]`` cosine similarities; 0 where a gradient is zero, NaN off the
+        diagonal when the inner products were not computed (``full_gram=False``)."""
         return cosine_from_gram(self.gram)
 
     @property

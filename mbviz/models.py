@@ -71,7 +71,8 @@ class MultiTaskModel(nn.Module):
                 f"rule.num_tasks must equal the model's num_tasks={self.num_tasks}, "
                 f"got {rule.num_tasks}"
             )
-        self.balancer = None if rule is None else Balancer(rule, backend=backend)
+        # full_gram: the course plots the conflicts (cosines) under every rule.
+        self.balancer = None if rule is None else Balancer(rule, backend=backend, full_gram=True)
         return self.balancer
 
     def _split(self, z: Tensor) -> tuple[Tensor, ...]:

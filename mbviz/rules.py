@@ -78,5 +78,6 @@ def make_rule(name: str, num_tasks: int, **kwargs: Any) -> Rule:
 
 
 def make_balancer(name: str, num_tasks: int, *, backend: str = "auto", **kwargs: Any) -> Balancer:
-    """A :class:`mbkernels.Balancer` running the rule ``name``."""
-    return Balancer(make_rule(name, num_tasks, **kwargs), backend=backend)
+    """A :class:`mbkernels.Balancer` running the rule ``name`` (with the full Gram
+    matrix, so its stats show the cosines between tasks whatever the rule)."""
+    return Balancer(make_rule(name, num_tasks, **kwargs), backend=backend, full_gram=True)

@@ -266,7 +266,7 @@ class Trainer:
                 self.model.attach(rule, backend=config.backend)
             else:
                 self.model.attach(None)
-                self.balancer = Balancer(rule, backend=config.backend)
+                self.balancer = Balancer(rule, backend=config.backend, full_gram=True)
         self.optimizer = _make_optimizer(config, list(self.model.parameters()))
         self.generator = torch.Generator().manual_seed(config.seed)
         self.pref = None if config.preference is None else [float(p) for p in config.preference]

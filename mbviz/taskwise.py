@@ -55,7 +55,7 @@ class TaskwiseBalancer(nn.Module):
 
     def __init__(self, rule: Rule, *, backend: str = "auto") -> None:
         super().__init__()
-        self.balancer = Balancer(rule, backend=backend)
+        self.balancer = Balancer(rule, backend=backend, full_gram=True)
         self.num_tasks = self.balancer.num_tasks
         self.rule = rule
 

@@ -121,7 +121,7 @@ def test_no_grad_and_inference_return_plain_tensors() -> None:
 
 
 def test_stats_are_detached_device_tensors_and_cosine_is_correct() -> None:
-    bal = mbk.MultiBalance(3)
+    bal = mbk.MultiBalance(3, full_gram=True)
     z = torch.randn(6, 4, requires_grad=True)
     a, b, c = bal(z)
     u, v = torch.randn(6, 4), torch.randn(6, 4)
@@ -134,3 +134,32 @@ def test_stats_are_detached_device_tensors_and_cosine_is_correct() -> None:
     torch.testing.assert_close(s.cosine[0, 2], torch.tensor(-1.0).double(), rtol=1e-5, atol=1e-6)
     d = s.as_dict()
     assert set(d) >= {"norms", "weights", "cosine", "step", "ema", "finite"}
+
+
+def test_norms_only_pass_gives_the_full_gram_weights_and_marks_cosines_unknown() -> None:
+    """MultiBalance reads only the norms: by default pass 1 skips the inner products
+    between tasks. Weights, EMA and gradients equal the full-Gram balancer's; the
+    stats' off-diagonal is NaN (not computed), never a misleading 0."""
+    torch.manual_seed(3)
+    fast, full = mbk.MultiBalance(3), mbk.MultiBalance(3, full_gram=True)
+    for _ in range(4):
+        u, v, w = (torch.randn(7, 5) * s for s in (1.0, 10.0, 0.1))
+        grads = []
+        for bal in (fast, full):
+            z = torch.randn(7, 5, generator=torch.Generator().manual_seed(0), requires_grad=True)
+            a, b, c = bal(z)
+            ((a * u).sum() + (b * v).sum() + (c * w).sum()).backward()
+            grads.append(z.grad)
+        # float32 dot products vs BLAS Gram: equal up to rounding.
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+        sf, sg = fast.stats, full.stats
+        torch.testing.assert_close(sf.weights, sg.weights, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(sf.ema, sg.ema, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(sf.norms, sg.norms, rtol=1e-5, atol=1e-7)
+        off = ~torch.eye(3, dtype=torch.bool)
+        assert sf.gram[off].isnan().all() and sg.gram[off].isfinite().all()
+        assert sf.cosine[off].isnan().all()
+        torch.testing.assert_close(sf.cosine.diagonal(), torch.ones(3, dtype=torch.float64))
+    assert "full_gram=True" in repr(full) and "full_gram" not in repr(fast)
+    with pytest.raises(ValueError, match="full_gram must be True or False"):
+        mbk.MultiBalance(3, full_gram=1)  # type: ignore[arg-type]

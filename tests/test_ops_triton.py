@@ -55,6 +55,16 @@ def test_gram_kernel_matches_reference(n: int, t: int, dtype: torch.dtype) -> No
         assert got[t - 1].abs().sum() == 0
 
 
+@pytest.mark.parametrize("t", [1, 3, 8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_norms_pass_is_the_gram_kernels_diagonal(t: int, dtype: torch.dtype) -> None:
+    gs = _grads(t, 4099, dtype)
+    got = ops.sq_norms(gs, backend="triton")
+    assert got.shape == (t,) and got.dtype == torch.float32
+    torch.testing.assert_close(got, ops.sq_norms(gs, backend="torch"), rtol=1e-5, atol=0)
+    torch.testing.assert_close(got.double(), _gram64(gs).diagonal(), rtol=1e-5, atol=0)
+
+
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("t", [1, 2, 3, 5, 8])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])

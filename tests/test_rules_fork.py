@@ -101,39 +101,55 @@ def test_equal_through_fork_is_the_plain_sum_gradient_for_all_parameters() -> No
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("full_gram", [False, True])
 @pytest.mark.parametrize("name", list(RULES))
-def test_gram_only_rules_never_touch_the_gradients(name: str, monkeypatch) -> None:
-    """One Gram pass and one weighted-sum pass over the T gradients per backward; the
-    rule itself receives only the [T, T] Gram matrix."""
+def test_gram_only_rules_never_touch_the_gradients(name: str, full_gram: bool, monkeypatch) -> None:
+    """One pass-1 call (Gram matrix, or only the norms for rules that read nothing
+    else) and one weighted-sum pass over the T gradients per backward; the rule
+    itself receives only the [T, T] Gram matrix."""
     calls: list[str] = []
-    real_gram, real_sum = ops.gram, ops.weighted_sum
+    real_gram, real_norms, real_sum = ops.gram, ops.sq_norms, ops.weighted_sum
 
     def gram(grads, backend="auto"):
         calls.append("gram")
         return real_gram(grads, backend)
+
+    def sq_norms(grads, backend="auto"):
+        calls.append("sq_norms")
+        return real_norms(grads, backend)
 
     def weighted_sum(grads, weights, backend="auto"):
         calls.append("sum")
         return real_sum(grads, weights, backend)
 
     monkeypatch.setattr(ops, "gram", gram)
+    monkeypatch.setattr(ops, "sq_norms", sq_norms)
     monkeypatch.setattr(ops, "weighted_sum", weighted_sum)
     rule = mbk.make_rule(name, T, **RULES[name])
     seen: list[tuple] = []
+    off_diagonal: list[float] = []
     real_weights = rule.weights
 
     def spy(gram_matrix, state, step):
         seen.append((tuple(gram_matrix.shape), *(tuple(v.shape) for v in state.values())))
+        off_diagonal.append(float((gram_matrix - gram_matrix.diag().diag()).abs().sum()))
         return real_weights(gram_matrix, state, step)
 
     monkeypatch.setattr(rule, "weights", spy)
     model = ToyMultiTask(T)
-    bal = mbk.Balancer(rule)
+    bal = mbk.Balancer(rule, full_gram=full_gram)
     for _ in range(2):
         sum(model.task_losses(bal(model.bottom(torch.randn(5, 6))), torch.randn(5, T))).backward()
-    assert calls == ["gram", "sum"] * 2
+    full = full_gram or rule.uses_cross_terms
+    assert calls == ["gram" if full else "sq_norms", "sum"] * 2
     assert all(shape[0] == (T, T) and all(s == (T,) for s in shape[1:]) for shape in seen)
     assert len(seen) == 2
+    # Norms only: the rule sees zeros off the diagonal, the stats say "not computed".
+    assert all((v > 0) == full for v in off_diagonal)
+    off = ~torch.eye(T, dtype=torch.bool)
+    assert bal.stats is not None
+    assert bool(bal.stats.gram[off].isnan().all()) != full
+    assert bool(bal.stats.gram.diagonal().isfinite().all())
 
 
 @pytest.mark.parametrize("name", list(RULES))

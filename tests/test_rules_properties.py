@@ -87,6 +87,52 @@ def combined_scale(m: np.ndarray) -> float:
 # --------------------------------------------------------------- general properties
 @pytest.mark.parametrize("name", list(RULE_KWARGS))
 @SETTINGS
+@given(m=grads_strategy, active_seed=st.integers(0, 1000))
+def test_rules_without_cross_terms_ignore_the_off_diagonal(
+    name: str, m: np.ndarray, active_seed: int
+) -> None:
+    """``uses_cross_terms = False`` is what lets the balancer compute only the norms:
+    such a rule must give the same weights and state from ``diag(G)`` as from ``G``
+    (over three steps, and with tasks dropped by ``weights_subset``). Rules that
+    claim to use the cross terms must actually depend on them somewhere."""
+    t = m.shape[0]
+    rule = mbk.make_rule(name, t, **RULE_KWARGS[name])
+    if rule.uses_cross_terms:
+        return  # checked below, on a case where the inner products matter
+    gram = gram_of(m)
+    diag = gram.diagonal().diag()
+    active = torch.from_numpy(np.random.default_rng(active_seed).random(t) < 0.7)
+    for run in ("weights", "weights_subset"):
+        states = [rule.init_state(), rule.init_state()]
+        for s in range(1, 4):
+            outs = []
+            for k, g in enumerate((gram, diag)):
+                if run == "weights":
+                    outs.append(rule.weights(g, states[k], torch.tensor(s)))
+                else:
+                    outs.append(rule.weights_subset(g, states[k], torch.tensor(s), active))
+            (w_full, st_full), (w_diag, st_diag) = outs
+            torch.testing.assert_close(w_full, w_diag, rtol=0, atol=0)
+            for key in st_full:
+                torch.testing.assert_close(st_full[key], st_diag[key], rtol=0, atol=0)
+            states = [st_full, st_diag]
+
+
+@pytest.mark.parametrize("name", [n for n in RULE_KWARGS if mbk.RULES[n].uses_cross_terms])
+def test_rules_with_cross_terms_depend_on_them(name: str) -> None:
+    """Three gradients of unequal norms, once mostly aligned and once in conflict: a
+    rule that uses the inner products gives other weights (skipping them would be
+    wrong). Two tasks are not enough: IMTL-G's T = 2 weights depend on the norms only."""
+    aligned = torch.tensor([[1.0, 0, 0], [1.2, 1.6, 0], [0, 0.5, 3]], dtype=torch.float64)
+    conflict = torch.tensor([[1.0, 0, 0], [-1.2, 1.6, 0], [0, -0.5, 3]], dtype=torch.float64)
+    rule = mbk.make_rule(name, 3, **RULE_KWARGS[name])
+    w_a = run_rule(rule, aligned @ aligned.T, steps=2)
+    w_c = run_rule(rule, conflict @ conflict.T, steps=2)
+    assert not torch.allclose(w_a, w_c, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", list(RULE_KWARGS))
+@SETTINGS
 @given(m=grads_strategy, perm_seed=st.integers(0, 1000))
 def test_permutation_equivariance(name: str, m: np.ndarray, perm_seed: int) -> None:
     """Permuting the tasks permutes the weights: the combined update is unchanged."""

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from .backend import BACKENDS, Backend, resolve_backend, triton_available, triton_interpreting
-from .torch_ops import accumulation_dtype, gram_torch, weighted_sum_torch
+from .torch_ops import accumulation_dtype, gram_torch, sq_norms_torch, weighted_sum_torch
 
 __all__ = [
     "BACKENDS",
@@ -21,6 +21,8 @@ __all__ = [
     "gram",
     "gram_torch",
     "resolve_backend",
+    "sq_norms",
+    "sq_norms_torch",
     "triton_available",
     "triton_interpreting",
     "weighted_sum",
@@ -35,6 +37,20 @@ def gram(grads: Sequence[Tensor], backend: str = "auto") -> Tensor:
 
         return gram_triton(grads)
     return gram_torch(grads)
+
+
+def sq_norms(grads: Sequence[Tensor], backend: str = "auto") -> Tensor:
+    """Pass 1 for rules that read only the norms: ``[T]`` values ``<g_t, g_t>``.
+
+    On the PyTorch path this is ``T`` dot products instead of the Gram matrix's
+    ``T(T+1)/2``. The Triton path returns the full Gram kernel's diagonal: on a GPU
+    the pass is bound by reading the gradients once, so the off-diagonal is free.
+    """
+    if resolve_backend(backend, grads[0].device, grads[0].dtype) == "triton":
+        from .triton_ops import gram_triton
+
+        return gram_triton(grads).diagonal().clone()
+    return sq_norms_torch(grads)
 
 
 def weighted_sum(grads: Sequence[Tensor], weights: Tensor, backend: str = "auto") -> Tensor:

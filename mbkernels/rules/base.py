@@ -29,6 +29,13 @@ class Rule(ABC):
     #: Short identifier, used in reprs, stats and saved configs.
     name: ClassVar[str] = "rule"
 
+    #: Whether the weights depend on the off-diagonal of the Gram matrix (the inner
+    #: products between different tasks' gradients). Rules that read only the norms
+    #: set this to ``False``; the balancer then computes only the diagonal on CPU
+    #: (``T`` instead of ``T(T+1)/2`` dot products) unless asked for the full matrix.
+    #: ``tests/test_rules_properties.py`` checks the claim for every such rule.
+    uses_cross_terms: ClassVar[bool] = True
+
     def __init__(self, num_tasks: int) -> None:
         self.num_tasks = check_int("num_tasks", num_tasks, low=1)
 
@@ -43,7 +50,9 @@ class Rule(ABC):
         """Compute this step's weights.
 
         Args:
-            gram: ``[T, T]`` Gram matrix of the representation gradients.
+            gram: ``[T, T]`` Gram matrix of the representation gradients (with
+                zeros off the diagonal when ``uses_cross_terms`` is ``False`` and
+                only the norms were computed).
             state: the rule's current state (not modified).
             step: 0-d int64 tensor, the 1-based index of this step.
 

@@ -22,6 +22,7 @@ class FixedWeights(Rule):
     """
 
     name = "linear"
+    uses_cross_terms = False  # fixed weights: reads nothing of the Gram matrix
 
     def __init__(self, num_tasks: int, preferences: Sequence[float] | Tensor | None = None) -> None:
         super().__init__(num_tasks)

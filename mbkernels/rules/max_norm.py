@@ -37,6 +37,7 @@ class MaxNorm(Rule):
     """
 
     name = "max_norm"
+    uses_cross_terms = False  # reads only the norms (the Gram diagonal)
 
     def __init__(self, num_tasks: int, *, beta: float = 0.9, eps: float = 1e-8) -> None:
         super().__init__(num_tasks)

@@ -39,6 +39,7 @@ class MultiBalanceRule(Rule):
     """The MultiBalance weighting rule (see module docstring)."""
 
     name = "multibalance"
+    uses_cross_terms = False  # reads only the norms (the Gram diagonal)
 
     def __init__(
         self,

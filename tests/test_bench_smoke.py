@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -79,10 +81,10 @@ def test_op_benchmark_tiny() -> None:
     res = op.run_op(cfg)
     assert res["benchmark"] == "op"
     assert _finite_positive(res["copy_bandwidth"]["median_Bps"])
-    # N = 2^17 spans two CPU chunks: the fused path's chunk boundary is exercised.
+    # N = 2^17 spans two CPU chunks and eight norm rows: those boundaries are exercised.
     rows = res["rows"]
     assert {(r["num_tasks"], r["log2_n"], r["method"]) for r in rows} == {
-        (t, n, m) for t in (2, 3) for n in (10, 17) for m in ("fused", "naive")
+        (t, n, m) for t in (2, 3) for n in (10, 17) for m in ("fused", "fused_full", "naive")
     }
     for r in rows:
         assert r["min_bytes"] == (2 * r["num_tasks"] + 1) * r["n"] * 4
@@ -231,5 +233,25 @@ def test_cli_all_tiny_writes_json_html_markdown(tmp_path, capsys) -> None:
     printed = capsys.readouterr().out
     assert "vs naive" in printed and "multibalance" in printed
     md = out["md"].read_text()
-    assert md.count("| 2 | 2^10 |") == 2 and "One large copy measured once" in md
+    assert md.count("| 2 | 2^10 |") == 3 and "One large copy measured once" in md
     assert "| 3 | detach |" in md
+
+
+def test_malloc_tuning_is_reported_and_validated() -> None:
+    """glibc tuning runs in a child process (it changes the allocator of the process)."""
+    from mbkernels.bench import malloc
+
+    with pytest.raises(ValueError, match=r"threshold must be an integer in \[65536, 33554432\]"):
+        malloc.tune_glibc(1 << 40)
+    assert isinstance(malloc.describe()["allocator"], str)
+    code = (
+        "from mbkernels.bench import malloc; ok = malloc.tune_glibc(); d = malloc.describe(); "
+        "assert (not ok) or (d['mmap_threshold'] == d['trim_threshold'] == 32 << 20), d; "
+        "print(ok, d['allocator'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    tuned, allocator = out.split(" ", 1)
+    if tuned == "True":
+        assert allocator.startswith("glibc") and "mallopt" in allocator

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from .malloc import describe, tune_glibc
 from .report import environment, markdown, write_html, write_json
 
 
@@ -29,6 +30,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--log2-sizes", type=int, nargs="+", default=None, help="op: log2 of N per task")
     p.add_argument("--batch", type=int, default=None, help="throughput: batch size")
     p.add_argument("--no-compile", action="store_true", help="op: skip the torch.compile row")
+    p.add_argument(
+        "--malloc",
+        choices=["tuned", "default"],
+        default="tuned",
+        help="CPU: 'tuned' keeps freed blocks up to 32 MiB in the process (glibc mallopt, the "
+        "effect of jemalloc/tcmalloc; see mbkernels.bench.malloc), 'default' keeps glibc's "
+        "settings (default: tuned)",
+    )
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # test-suite size
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.add_argument("--html", default=None, help="write a plotly chart as HTML here")
@@ -43,8 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--threads must be an integer in [1, inf), got {args.threads}")
         torch.set_num_threads(args.threads)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    results: dict[str, Any] = {"environment": {**environment(), "device": device}}
+    if args.malloc == "tuned":
+        tune_glibc()
+    results: dict[str, Any] = {"environment": {**environment(), "device": device, **describe()}}
     say = print
+    say(f"allocator: {results['environment']['allocator']} (--malloc {args.malloc})")
     if args.which in ("op", "all"):
         from .op import format_op, op_config, run_op
 

@@ -3,9 +3,13 @@
 One balancing step on T gradients of N elements each (what the fork's backward
 does, without the model around it):
 
-* ``fused``: :mod:`mbkernels.ops` pass 1 (Gram matrix), the MultiBalance rule
-  through :meth:`mbkernels.Balancer.step_weights`, pass 2 (weighted sum). Triton on
-  CUDA, the chunked PyTorch path on CPU.
+* ``fused``: exactly what the fork's backward runs for a default
+  :class:`mbkernels.MultiBalance`: pass 1, the rule with its state handling and
+  range check, pass 2. Triton on CUDA (the whole Gram matrix, free there); the
+  PyTorch path on CPU, where pass 1 computes only the norms the rule reads.
+* ``fused_full`` (CPU only): the same with ``full_gram=True`` (the inner
+  products between tasks too, as rules like MGDA need): the price of the
+  cosines on a CPU.
 * ``fused_torch`` (CUDA only): the PyTorch path on the GPU, for comparison.
 * ``naive``: ``torch.stack`` of the gradients, per-task norms, EMA, weights,
   broadcast weighted sum — what one writes without thinking about memory.
@@ -32,7 +36,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import ops
 from ..balancer import Balancer
 from ..rules import MultiBalanceRule
 from .timing import interleaved
@@ -97,16 +100,21 @@ def _candidates(
 ) -> dict[str, Callable[[], Tensor]]:
     t = len(grads)
     cands: dict[str, Callable[[], Tensor]] = {}
-    backends = ["auto", "torch"] if device.type == "cuda" else ["auto"]
-    for backend in backends:
-        bal = Balancer(MultiBalanceRule(t, beta=BETA, relax=RELAX, eps=EPS, bias_correction=False))
-        bal.to(device)
+    variants = (
+        {"fused": ("auto", False), "fused_torch": ("torch", False)}
+        if device.type == "cuda"
+        else {"fused": ("auto", False), "fused_full": ("auto", True)}
+    )
+    for name, (backend, full_gram) in variants.items():
+        rule = MultiBalanceRule(t, beta=BETA, relax=RELAX, eps=EPS, bias_correction=False)
+        bal = Balancer(rule, backend=backend, full_gram=full_gram).to(device)
 
-        def fused(bal: Balancer = bal, backend: str = backend) -> Tensor:
-            gram = ops.gram(grads, backend)
-            return ops.weighted_sum(grads, bal.step_weights(gram), backend)
+        def fused(bal: Balancer = bal) -> Tensor:
+            out = bal._combine(grads)  # the fork's backward, without the model around it
+            assert out is not None
+            return out
 
-        cands["fused" if backend == "auto" else "fused_torch"] = fused
+        cands[name] = fused
     ema = torch.zeros(t, dtype=torch.float32, device=device)
 
     def naive() -> Tensor:

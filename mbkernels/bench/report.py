@@ -42,7 +42,9 @@ def markdown(results: dict[str, Any]) -> str:
     env = results.get("environment", {})
     out.append(
         f"torch {env.get('torch')}, {env.get('threads')} CPU thread(s), "
-        f"device {env.get('device')}" + (f" ({env['gpu']})" if env.get("gpu") else "")
+        f"device {env.get('device')}"
+        + (f" ({env['gpu']})" if env.get("gpu") else "")
+        + (f"; allocator: {env['allocator']}" if env.get("allocator") else "")
     )
     thr = results.get("throughput")
     if thr:

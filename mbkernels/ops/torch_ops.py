@@ -116,8 +116,12 @@ def weighted_sum_torch(grads: Sequence[Tensor], weights: Tensor) -> Tensor:
     scratch = None if direct else torch.empty(chunk, dtype=acc, device=device)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
-        o = out[start:stop] if direct else scratch[: stop - start]  # type: ignore[index]
-        o.copy_(flat[0][start:stop]).mul_(w[0])  # upcast first: math in `acc`
+        if direct:
+            o = out[start:stop]
+            torch.mul(flat[0][start:stop], w[0], out=o)
+        else:  # upcast first, so the math runs in `acc`
+            o = scratch[: stop - start]  # type: ignore[index]
+            o.copy_(flat[0][start:stop]).mul_(w[0])
         for i in range(1, len(flat)):
             if isinstance(w, Tensor):
                 o.addcmul_(flat[i][start:stop], w[i])

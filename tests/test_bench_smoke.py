@@ -121,6 +121,7 @@ def test_throughput_benchmark_tiny() -> None:
     assert res["methods"] == [
         "sum",
         "multibalance",
+        "fork_only",
         "detach",
         "param_metabalance",
         "param_mgda",
@@ -163,6 +164,18 @@ def test_detach_per_task_gives_the_fork_gradient(num_tasks: int) -> None:
             torch.testing.assert_close(gp, gq, rtol=1e-5, atol=1e-7, msg=name)
         fork.optimizer.step()
         det.optimizer.step()
+
+
+def test_fork_only_gives_the_plain_sum_gradient() -> None:
+    cfg = _tiny_throughput()
+    methods, _ = throughput.build_methods(cfg, 3, ["sum", "fork_only"])
+    plain, fork = methods["sum"], methods["fork_only"]
+    plain.backward()
+    fork.backward()
+    for (name, p), q in zip(plain.model.named_parameters(), fork.model.parameters()):
+        gp = p.grad.to_dense() if p.grad.is_sparse else p.grad
+        gq = q.grad.to_dense() if q.grad.is_sparse else q.grad
+        torch.testing.assert_close(gp, gq, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def test_sum_method_matches_per_task_autograd() -> None:

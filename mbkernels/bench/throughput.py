@@ -4,6 +4,10 @@ Methods (each on its own copy of the same initial model, same batch, SGD):
 
 * ``sum``: plain sum of the task losses, one backward (the baseline);
 * ``multibalance``: :class:`mbkernels.MultiBalance` through the fork, one backward;
+* ``fork_only``: the fork with every weight 1 and no statistics (pass 2 only): the
+  plain sum's gradient, but with all T task gradients of Z held until the last one
+  arrives, as autograd must for any exact rebalancing. Not a method anyone would
+  train with: it splits MultiBalance's cost into "holding T gradients" and "balancing";
 * ``detach``: representation-level balancing as some libraries do it: detach Z,
   backward each task's loss separately through its tower to collect ``dL_t/dZ``,
   combine them with the same fused op and rule, then backward the bottom once;
@@ -26,6 +30,7 @@ import torch
 from torch import Tensor
 
 from .. import ops
+from ..fork import fork
 from ..multibalance import MultiBalance
 from .dlrm import DLRM, Batch, DLRMConfig, make_batch
 from .memory import peak_step_bytes
@@ -93,6 +98,22 @@ def multibalance(model: DLRM, batch: Batch) -> Method:
     return Method("multibalance", model, batch, head, _sgd(model), {"balancer": bal})
 
 
+def fork_only(model: DLRM, batch: Batch) -> Method:
+    t = model.cfg.num_tasks
+    ones = torch.ones(t, device=batch.dense.device)
+
+    def combine(grads: Sequence[Tensor | None]) -> Tensor:
+        present = [g for g in grads if g is not None]
+        return ops.weighted_sum(present, ones[: len(present)], "torch")
+
+    def head(z: Tensor) -> list[Tensor]:
+        losses = model.task_losses(fork(z, t, combine), batch)
+        sum(losses).backward()  # type: ignore[union-attr]
+        return losses
+
+    return Method("fork_only", model, batch, head, _sgd(model))
+
+
 def detach_per_task(model: DLRM, batch: Batch) -> Method:
     """Same rule and op as ``multibalance``, but the task gradients of Z come from one
     backward per task through a detached copy of Z (the towers' graphs run T times)."""
@@ -153,6 +174,7 @@ def available_methods() -> dict[str, MethodFactory]:
     return {
         "sum": plain_sum,
         "multibalance": multibalance,
+        "fork_only": fork_only,
         "detach": detach_per_task,
         **_param_level_methods(),
     }

@@ -20,6 +20,12 @@ from ..figures.combination import (
 from ..rules import label
 
 
+# Inline styles: an HTML widget's table gets no padding from JupyterLab's CSS, so the
+# columns would run together.
+_CELL = 'style="padding: 2px 14px; text-align: right"'
+_LEFT = 'style="padding: 2px 14px 2px 0; text-align: left"'
+
+
 class GradientPlayground(W.VBox):
     """Angle and magnitude-ratio sliders (and MultiBalance's ``relax``); the combined
     update direction under each rule is redrawn on every slider move.
@@ -130,13 +136,15 @@ class GradientPlayground(W.VBox):
             self.figure.plotly_restyle({"x": xs, "y": ys, "hovertemplate": hover})
             self.figure.plotly_relayout({"xaxis.range": [-lim, lim], "yaxis.range": [-lim, lim]})
         rows = "".join(
-            f"<tr><td>{label(n)}</td><td>{w[0]:.3f}</td><td>{w[1]:.3f}</td>"
-            f"<td>{np.degrees(np.arctan2(d[1], d[0])):.0f}°</td>"
-            f"<td>{np.linalg.norm(d):.3f}</td></tr>"
+            f"<tr><td {_LEFT}>{label(n)}</td><td {_CELL}>{w[0]:.3f}</td>"
+            f"<td {_CELL}>{w[1]:.3f}</td>"
+            f"<td {_CELL}>{np.degrees(np.arctan2(d[1], d[0])):.0f}°</td>"
+            f"<td {_CELL}>{np.linalg.norm(d):.3f}</td></tr>"
             for n, (w, d) in res.items()
         )
+        head = "".join(f"<th {_CELL}>{h}</th>" for h in ("w1", "w2", "direction", "length"))
         self.table.value = (
-            "<table><tr><th>rule</th><th>w1</th><th>w2</th><th>direction</th><th>length</th>"
-            f"</tr>{rows}</table>"
+            f'<table style="border-collapse: collapse"><tr><th {_LEFT}>rule</th>{head}</tr>'
+            f"{rows}</table>"
         )
         self.last_update_ms = 1000.0 * (time.perf_counter() - t0)

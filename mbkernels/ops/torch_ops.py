@@ -82,17 +82,19 @@ def sq_norms_torch(grads: Sequence[Tensor]) -> Tensor:
     flat = [g.reshape(-1) for g in grads]
     n, device = flat[0].numel(), flat[0].device
     acc = accumulation_dtype(flat[0].dtype)
+    if n == 0:
+        return torch.zeros(len(flat), dtype=acc, device=device)
     rows = n // NORM_ROW
-    out = []
+    out: list[Tensor] = []
     for f in flat:
-        head = f[: rows * NORM_ROW].view(rows, NORM_ROW)
-        sq = torch.linalg.vector_norm(head, dim=1, dtype=acc).square().sum()
-        if rows * NORM_ROW < n:
+        parts = []
+        if rows:
+            head = f[: rows * NORM_ROW].view(rows, NORM_ROW)
+            parts.append(torch.linalg.vector_norm(head, dim=1, dtype=acc).square().sum())
+        if rows * NORM_ROW < n:  # the tail (all of a small gradient): one dot product
             tail = f[rows * NORM_ROW :].to(acc)
-            sq = sq + torch.dot(tail, tail)
-        out.append(sq)
-    if not out:
-        return torch.zeros(0, dtype=acc, device=device)
+            parts.append(torch.dot(tail, tail))
+        out.append(parts[0] if len(parts) == 1 else parts[0] + parts[1])
     return torch.stack(out)
 
 

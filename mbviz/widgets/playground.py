@@ -19,7 +19,6 @@ from ..figures.combination import (
 )
 from ..rules import label
 
-
 # Inline styles: an HTML widget's table gets no padding from JupyterLab's CSS, so the
 # columns would run together.
 _CELL = 'style="padding: 2px 14px; text-align: right"'

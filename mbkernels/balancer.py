@@ -212,14 +212,15 @@ class Balancer(nn.Module):
         step = self.step + 1
         # Rules never see inf/NaN (some factorise the Gram matrix and would raise): a
         # non-finite step runs on a zeroed copy, and its result is discarded below.
-        clean = torch.where(gram.isfinite(), gram, torch.zeros_like(gram))
+        gram_finite = gram.isfinite()
+        clean = torch.where(gram_finite, gram, torch.zeros_like(gram))
         if self.nonfinite == "skip_task":
             active = ~bad
             weights, new_state = self.rule.weights_subset(clean, old_state, step, active)
             finite = active.any()
         else:
             weights, new_state = self.rule.weights(clean, old_state, step)
-            finite = gram.isfinite().all()
+            finite = gram_finite.all()
         weights = weights.to(self.weights.dtype)
         finite = finite & weights.isfinite().all()
         for v in new_state.values():

@@ -38,10 +38,10 @@ def resolve_backend(backend: str, device: torch.device, dtype: torch.dtype) -> s
     check_choice("backend", backend, BACKENDS)
     if backend == "torch":
         return "torch"
-    can_run_here = device.type == "cuda" or (device.type == "cpu" and triton_interpreting())
-    if backend == "auto":
-        ok = triton_available() and device.type == "cuda" and dtype in TRITON_DTYPES
+    if backend == "auto":  # called on every backward: no environment lookup on this path
+        ok = device.type == "cuda" and dtype in TRITON_DTYPES and triton_available()
         return "triton" if ok else "torch"
+    can_run_here = device.type == "cuda" or (device.type == "cpu" and triton_interpreting())
     # backend == "triton": explain exactly what is missing.
     if not triton_available():
         raise RuntimeError(

@@ -27,7 +27,7 @@ The result is always float64, so the rule runs in float64 whatever the path.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -74,15 +74,24 @@ def _diagonal_needs_float64(diag: Tensor, numel: int) -> Tensor:
     return (~diag.isfinite() | (diag < numel * UNDERFLOW_PER_ELEMENT)).any()
 
 
+def _range_safe(
+    fast: Tensor, grads: Sequence[Tensor], exact: Callable[[Sequence[Tensor]], Tensor], check: bool
+) -> Tensor:
+    """``fast`` (a float32 Gram matrix or its diagonal) in float64, or ``exact(grads)``
+    when its diagonal left float32's range. float16 squares are always normal float32
+    numbers and float64 gradients are accumulated in float64 already: no check."""
+    diag = fast.diagonal() if fast.dim() == 2 else fast
+    dtype = grads[0].dtype
+    if check and dtype not in (torch.float16, torch.float64):
+        if bool(_diagonal_needs_float64(diag, grads[0].numel())):
+            return exact(grads)
+    return fast.to(torch.float64)
+
+
 def range_safe_gram(grads: Sequence[Tensor], backend: str = "auto", check: bool = True) -> Tensor:
     """The float64 ``[T, T]`` Gram matrix of ``grads``: the fast pass 1, recomputed in
     float64 only when its float32 accumulation left float32's range (module docstring)."""
-    gram = ops.gram(grads, backend)
-    dtype = grads[0].dtype
-    if check and dtype not in (torch.float16, torch.float64):
-        if bool(needs_float64(gram, grads[0].numel())):
-            return gram_float64(grads)
-    return gram.to(torch.float64)
+    return _range_safe(ops.gram(grads, backend), grads, gram_float64, check)
 
 
 def range_safe_sq_norms(
@@ -90,9 +99,4 @@ def range_safe_sq_norms(
 ) -> Tensor:
     """The float64 ``[T]`` squared norms (Gram diagonal) of ``grads``, with the same
     float64 fallback as :func:`range_safe_gram`."""
-    diag = ops.sq_norms(grads, backend)
-    dtype = grads[0].dtype
-    if check and dtype not in (torch.float16, torch.float64):
-        if bool(_diagonal_needs_float64(diag, grads[0].numel())):
-            return sq_norms_float64(grads)
-    return diag.to(torch.float64)
+    return _range_safe(ops.sq_norms(grads, backend), grads, sq_norms_float64, check)

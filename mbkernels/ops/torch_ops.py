@@ -45,8 +45,9 @@ def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _chunk(n: int, device: torch.device) -> int:
-    return n if device.type != "cpu" else min(n, CPU_CHUNK)
+def _chunk(n: int, device: torch.device, cpu_chunk: int = CPU_CHUNK) -> int:
+    """Elements per chunk: ``cpu_chunk`` on CPU (cache), everything at once elsewhere."""
+    return n if device.type != "cpu" else min(n, cpu_chunk)
 
 
 def gram_torch(grads: Sequence[Tensor]) -> Tensor:
@@ -113,7 +114,7 @@ def weighted_sum_torch(grads: Sequence[Tensor], weights: Tensor) -> Tensor:
         w = weights.to(torch.float64).tolist()
     else:
         w = weights.to(device=device, dtype=acc)
-    chunk = n if device.type != "cpu" else min(n, CPU_SUM_CHUNK)
+    chunk = _chunk(n, device, CPU_SUM_CHUNK)
     direct = dtype == acc  # accumulate straight into the output slice
     scratch = None if direct else torch.empty(chunk, dtype=acc, device=device)
     for start in range(0, n, chunk):

@@ -28,8 +28,8 @@ the range check (``range_check=False`` removes it), and for the
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -162,9 +162,7 @@ class Balancer(nn.Module):
             gram_local = full
         gram = self._reduce(gram_local)
         gram = unscale_gram(gram, current_scale(self.grad_scaler))
-        weights = self.step_weights(gram)
-        if not cross_terms and self._stats is not None:
-            self._stats = replace(self._stats, gram=_unknown_off_diagonal(self._stats.gram))
+        weights = self._step(gram, off_diagonal_known=cross_terms)
         if self.nonfinite == "skip_task":
             # Dropped tasks have weight 0, but 0 * inf is NaN: leave them out of pass 2.
             bad = nonfinite_tasks(gram)
@@ -204,23 +202,29 @@ class Balancer(nn.Module):
                 f"gram must be a [{self.num_tasks}, {self.num_tasks}] tensor "
                 f"(num_tasks={self.num_tasks}), got {got}"
             )
-        gram = gram.to(device=self.step.device, dtype=torch.float64)
-        bad = nonfinite_tasks(gram)
-        if self.nonfinite == "raise" and bool(bad.any()):
-            raise NonFiniteGradientError(bad.nonzero().flatten().tolist())
+        return self._step(gram, off_diagonal_known=True)
+
+    def _step(self, gram: Tensor, *, off_diagonal_known: bool) -> Tensor:
+        """:meth:`step_weights` without the argument check; with
+        ``off_diagonal_known=False`` (norms-only pass 1, zeros off the diagonal) the
+        recorded ``stats.gram`` says NaN there instead of a misleading 0."""
+        gram = gram.detach().to(device=self.step.device, dtype=torch.float64)
+        if self.nonfinite == "raise":
+            bad = nonfinite_tasks(gram)
+            if bool(bad.any()):
+                raise NonFiniteGradientError(bad.nonzero().flatten().tolist())
         old_state = {name: getattr(self, name) for name in self._state_names}
         step = self.step + 1
         # Rules never see inf/NaN (some factorise the Gram matrix and would raise): a
         # non-finite step runs on a zeroed copy, and its result is discarded below.
-        gram_finite = gram.isfinite()
-        clean = torch.where(gram_finite, gram, torch.zeros_like(gram))
+        clean = gram.nan_to_num(0.0, 0.0, 0.0)
         if self.nonfinite == "skip_task":
-            active = ~bad
+            active = ~nonfinite_tasks(gram)
             weights, new_state = self.rule.weights_subset(clean, old_state, step, active)
             finite = active.any()
         else:
             weights, new_state = self.rule.weights(clean, old_state, step)
-            finite = gram_finite.all()
+            finite = gram.isfinite().all()
         weights = weights.to(self.weights.dtype)
         finite = finite & weights.isfinite().all()
         for v in new_state.values():
@@ -230,20 +234,25 @@ class Balancer(nn.Module):
                 "the balancing weights or rule state are not finite although every task "
                 "gradient is; the balancer state was not changed"
             )
-        # Commit without a host sync: torch.where on device, copied in place.
-        for name in self._state_names:
-            old = old_state[name]
-            old.copy_(torch.where(finite, new_state[name].to(old.dtype), old))
-        self.step.copy_(torch.where(finite, step, self.step))
+        # Commit without a host sync: torch.where on device, copied in place. The
+        # committed tensors are fresh, so the stats below keep them without a clone.
+        committed = {
+            name: torch.where(finite, new_state[name].to(old.dtype), old)
+            for name, old in old_state.items()
+        }
+        for name, value in committed.items():
+            old_state[name].copy_(value)
+        new_step = torch.where(finite, step, self.step)
+        self.step.copy_(new_step)
         applied = torch.where(finite, weights, self.weights)
         self.weights.copy_(applied)
         self._stats = BalanceStats(
-            gram=gram.detach(),
-            norms=gram.diagonal().clamp_min(0).sqrt().detach(),
-            weights=applied.detach().clone(),
-            state={name: getattr(self, name).detach().clone() for name in self._state_names},
-            step=self.step.detach().clone(),
-            finite=finite.detach(),
+            gram=gram if off_diagonal_known else _unknown_off_diagonal(gram),
+            norms=gram.diagonal().clamp_min(0).sqrt(),
+            weights=applied,
+            state=committed,
+            step=new_step,
+            finite=finite,
         )
         return applied
 
@@ -333,5 +342,10 @@ class Balancer(nn.Module):
 
 def _unknown_off_diagonal(gram: Tensor) -> Tensor:
     """``gram`` with NaN off the diagonal: those inner products were not computed."""
-    eye = torch.eye(gram.shape[0], dtype=torch.bool, device=gram.device)
-    return torch.where(eye, gram, torch.full_like(gram, float("nan")))
+    return gram + _nan_off_diagonal(gram.shape[0], gram.dtype, gram.device)
+
+
+@functools.lru_cache(maxsize=16)
+def _nan_off_diagonal(t: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``[t, t]``: 0 on the diagonal, NaN elsewhere (built once, added every backward)."""
+    return torch.full((t, t), float("nan"), dtype=dtype, device=device).fill_diagonal_(0.0)

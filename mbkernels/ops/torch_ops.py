@@ -74,29 +74,31 @@ def sq_norms_torch(grads: Sequence[Tensor]) -> Tensor:
     """``[T]`` squared norms ``<g_t, g_t>`` (the Gram diagonal), in float32 (or float64).
 
     Per task, one ``vector_norm`` over rows of ``NORM_ROW`` elements (float32
-    accumulation, float16/bfloat16 upcast on the fly) whose squares are summed,
-    plus one dot product for the tail. The rows are for accuracy at no extra
-    cost: over 2^19 random float32 elements one dot product was off by up to
-    5e-6 relative, 2^14-element rows by 2e-7 (the full Gram path: 2e-6), both
-    ~0.06 ms per 2 MiB task gradient on one core.
+    accumulation, float16/bfloat16 upcast on the fly) written into a ``[T, rows]``
+    buffer whose squares are summed; the tails (under ``NORM_ROW`` elements each)
+    are stacked and reduced together. The rows are for accuracy at no extra cost:
+    over 2^19 random float32 elements one dot product (or one ``vector_norm``) was
+    off by up to 5e-6 relative, 2^14-element rows by 2e-7 (the full Gram path:
+    2e-6), both ~0.06 ms per 2 MiB task gradient on one core. Per task it is three
+    dispatches (``view``, the buffer's row, the reduction): at T = 8 the fixed cost
+    is what a backward of a small model notices.
     """
     flat = [g.reshape(-1) for g in grads]
-    n, device = flat[0].numel(), flat[0].device
+    t, n, device = len(flat), flat[0].numel(), flat[0].device
     acc = accumulation_dtype(flat[0].dtype)
-    if n == 0:
-        return torch.zeros(len(flat), dtype=acc, device=device)
     rows = n // NORM_ROW
-    out: list[Tensor] = []
-    for f in flat:
-        parts = []
-        if rows:
-            head = f[: rows * NORM_ROW].view(rows, NORM_ROW)
-            parts.append(torch.linalg.vector_norm(head, dim=1, dtype=acc).square().sum())
-        if rows * NORM_ROW < n:  # the tail (all of a small gradient): one dot product
-            tail = f[rows * NORM_ROW :].to(acc)
-            parts.append(torch.dot(tail, tail))
-        out.append(parts[0] if len(parts) == 1 else parts[0] + parts[1])
-    return torch.stack(out)
+    head = rows * NORM_ROW
+    sq = torch.zeros(t, dtype=acc, device=device)
+    if rows:  # per task one reduction into its row of a [T, rows] buffer: few dispatches
+        row_norms = torch.empty(t, rows, dtype=acc, device=device)
+        for i, f in enumerate(flat):
+            x = (f if head == n else f[:head]).view(rows, NORM_ROW)
+            torch.linalg.vector_norm(x, dim=1, dtype=acc, out=row_norms[i])
+        sq += row_norms.square().sum(dim=1)
+    if head < n:  # the tails (all of a small gradient): under NORM_ROW elements each
+        tails = torch.stack([f[head:] for f in flat])
+        sq += torch.linalg.vector_norm(tails, dim=1, dtype=acc).square()
+    return sq
 
 
 def weighted_sum_torch(grads: Sequence[Tensor], weights: Tensor) -> Tensor:
@@ -119,17 +121,19 @@ def weighted_sum_torch(grads: Sequence[Tensor], weights: Tensor) -> Tensor:
     scratch = None if direct else torch.empty(chunk, dtype=acc, device=device)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
+        # One chunk (every GPU call, most CPU ones): the tensors themselves, no slices.
+        parts = flat if stop - start == n else [f[start:stop] for f in flat]
         if direct:
-            o = out[start:stop]
-            torch.mul(flat[0][start:stop], w[0], out=o)
+            o = out if stop - start == n else out[start:stop]
+            torch.mul(parts[0], w[0], out=o)
         else:  # upcast first, so the math runs in `acc`
             o = scratch[: stop - start]  # type: ignore[index]
-            o.copy_(flat[0][start:stop]).mul_(w[0])
-        for i in range(1, len(flat)):
+            o.copy_(parts[0]).mul_(w[0])
+        for i in range(1, len(parts)):
             if isinstance(w, Tensor):
-                o.addcmul_(flat[i][start:stop], w[i])
+                o.addcmul_(parts[i], w[i])
             else:
-                o.add_(flat[i][start:stop], alpha=w[i])
+                o.add_(parts[i], alpha=w[i])
         if not direct:
             out[start:stop].copy_(o)
     return out.view(grads[0].shape)

@@ -68,33 +68,43 @@ class MultiBalanceRule(Rule):
     def weights(
         self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor
     ) -> tuple[Tensor, State]:
-        active = torch.ones(self.num_tasks, dtype=torch.bool, device=gram.device)
-        return self.weights_subset(gram, state, step, active)
+        return self._weights(gram, state, step, None)
 
     def weights_subset(
         self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor, active: Tensor
     ) -> tuple[Tensor, State]:
         """Inactive tasks keep their EMA (it is not decayed) and get weight 0; a
         target task that is inactive still serves as reference with its held EMA."""
-        diag = torch.where(active, gram.diagonal(), torch.zeros_like(gram.diagonal()))
-        norms = diag.clamp_min(0).sqrt()
+        return self._weights(gram, state, step, active)
+
+    def _weights(
+        self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor, active: Tensor | None
+    ) -> tuple[Tensor, State]:
+        # One code path for both; ``active=None`` (every task) skips the masking ops,
+        # which matters because this runs in every backward (a handful of tiny ops).
+        norms = gram.diagonal().clamp_min(0).sqrt()
         old = state["ema"].to(norms.dtype)
-        ema = torch.where(active, self.beta * old + (1.0 - self.beta) * norms, old)
+        ema = self.beta * old + (1.0 - self.beta) * norms
+        if active is not None:
+            ema = torch.where(active, ema, old)
         m = ema
         if self.bias_correction:
-            m = ema / (1.0 - torch.pow(torch.as_tensor(self.beta, dtype=ema.dtype), step))
+            m = ema / (1.0 - torch.pow(self.beta, step.to(ema.dtype)))
         if self.reference == "target":
             ref = m[self.target]
+        elif active is None:
+            ref = m.mean() if self.reference == "mean" else m.max()
         elif self.reference == "mean":
             count = active.sum().clamp_min(1).to(m.dtype)
-            ref = torch.where(active, m, torch.zeros_like(m)).sum() / count
+            ref = torch.where(active, m, 0.0).sum() / count
         else:
-            ref = torch.where(active, m, torch.zeros_like(m)).max()
+            ref = torch.where(active, m, 0.0).max()
         w = self.relax * ref / (m + self.eps) + (1.0 - self.relax)
         # A task with no gradient history (EMA exactly 0) gets weight 1: finite, and
         # harmless since its gradient is 0.
-        w = torch.where(m > 0, w, torch.ones_like(w))
-        w = torch.where(active, w, torch.zeros_like(w))
+        w = torch.where(m > 0, w, 1.0)
+        if active is not None:
+            w = torch.where(active, w, 0.0)
         return w, {"ema": ema.to(state["ema"].dtype)}
 
     def config(self) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -46,6 +47,38 @@ def test_paired_ratio_is_the_median_of_per_round_ratios() -> None:
     assert timing.paired_ratio(base, other) == 1.0  # ratios 0.5, 1, 2
     with pytest.raises(ValueError, match="same interleaved run"):
         timing.paired_ratio(base, timing.Timing("c", (1.0,), 1))
+
+
+def test_paired_ratio_interval_brackets_the_median_and_narrows_with_rounds() -> None:
+    rng = random.Random(1)
+    noise = [rng.lognormvariate(0.0, 0.05) for _ in range(200)]
+    base = timing.Timing("a", tuple(1.0 * e for e in noise), 1)
+    slow = timing.Timing("b", tuple(1.05 * e * rng.lognormvariate(0.0, 0.03) for e in noise), 1)
+    lo, hi = timing.paired_ratio_interval(base, slow)
+    assert lo <= timing.paired_ratio(base, slow) <= hi
+    assert lo < 1 / 1.05 < hi  # the true ratio, for this seed
+    short = timing.paired_ratio_interval(
+        timing.Timing("a", base.seconds[:20], 1), timing.Timing("b", slow.seconds[:20], 1)
+    )
+    assert short[1] - short[0] > hi - lo  # ten times fewer rounds: a wider interval
+    assert timing.paired_ratio_interval(base, slow) == (lo, hi)  # fixed seed
+    # Identical ratios in every round: nothing to be unsure about.
+    same = timing.Timing("c", tuple(2.0 * x for x in base.seconds), 1)
+    assert timing.paired_ratio_interval(base, same) == pytest.approx((0.5, 0.5))
+    assert timing.format_interval((lo, hi)) == f"{lo:.3f}-{hi:.3f}"
+    assert timing.format_interval(None) == "-"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"level": 1.0}, "level"), ({"level": 0.0}, "level"), ({"resamples": 0}, "resamples")],
+)
+def test_paired_ratio_interval_rejects_bad_arguments(kwargs: dict[str, float], name: str) -> None:
+    t = timing.Timing("a", (1.0, 2.0), 1)
+    with pytest.raises(ValueError, match=name):
+        timing.paired_ratio_interval(t, t, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="same interleaved run"):
+        timing.paired_ratio_interval(t, timing.Timing("c", (1.0,), 1))
 
 
 @pytest.mark.parametrize(
@@ -132,6 +165,8 @@ def test_throughput_benchmark_tiny() -> None:
         keys = ("median_s", "best_s", "steps_per_s", "ratio_vs_sum", "ratio_vs_sum_best")
         for key in (*keys, "ratio_vs_sum_paired"):
             assert _finite_positive(r[key]), (key, r)
+        lo, hi = r["ratio_vs_sum_paired_90"]
+        assert lo <= r["ratio_vs_sum_paired"] <= hi
         assert r["z_bytes"] == 64 * 16 * 4
         assert r["peak_step_bytes"] > 0
         if name == "sum":

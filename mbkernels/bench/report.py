@@ -9,6 +9,8 @@ from typing import Any
 
 import torch
 
+from .timing import format_interval
+
 
 def environment() -> dict[str, Any]:
     """What the numbers were measured on."""
@@ -53,19 +55,22 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"Training throughput, batch {c['batch']}, |Z| = {c['z_shape'][0]}×{c['z_shape'][1]}, "
             f"{c['rounds']} interleaved rounds; ratio = steps/s ÷ plain sum's: median of the "
-            "per-round ratios (paired), ratio of the medians, ratio of the fastest rounds; "
+            "per-round ratios (paired) with its 90 % bootstrap interval over the rounds, "
+            "ratio of the medians, ratio of the fastest rounds; "
             "memory: peak extra bytes of one step over the plain "
             "sum, whole step and towers + balancing alone, in units of |Z|.",
             "",
-            "| T | method | steps/s | paired | medians | fastest | peak MiB | "
+            "| T | method | steps/s | paired | 90 % interval | medians | fastest | peak MiB | "
             "step extra ÷ size(Z) | head extra ÷ size(Z) |",
-            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for r in thr["rows"]:
             peak = r.get("peak_step_bytes")
+            interval = format_interval(r.get("ratio_vs_sum_paired_90"))
             out.append(
                 f"| {r['num_tasks']} | {r['method']} | {r['steps_per_s']:.2f} | "
-                f"{r['ratio_vs_sum_paired']:.3f} | {r['ratio_vs_sum']:.3f} | "
+                f"{r['ratio_vs_sum_paired']:.3f} | {interval} | "
+                f"{r['ratio_vs_sum']:.3f} | "
                 f"{r['ratio_vs_sum_best']:.3f} | "
                 f"{_fmt(peak / 2**20 if peak is not None else None, '.1f')} | "
                 f"{_fmt(r.get('extra_vs_sum_in_z'), '.2f')} | "

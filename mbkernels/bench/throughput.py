@@ -34,7 +34,7 @@ from ..fork import fork
 from ..multibalance import MultiBalance
 from .dlrm import DLRM, Batch, DLRMConfig, make_batch
 from .memory import peak_step_bytes
-from .timing import interleaved, paired_ratio
+from .timing import format_interval, interleaved, paired_ratio, paired_ratio_interval
 
 LR = 0.01
 
@@ -256,6 +256,7 @@ def run_throughput(
                 "ratio_vs_sum": base.median / tm.median,
                 "ratio_vs_sum_best": base.best / tm.best,
                 "ratio_vs_sum_paired": paired_ratio(base, tm),
+                "ratio_vs_sum_paired_90": list(paired_ratio_interval(base, tm)),
                 "z_bytes": z_bytes,
             }
             if cfg.memory:
@@ -298,8 +299,8 @@ def format_throughput(result: dict[str, Any]) -> str:
         f"throughput on {cfg['device']}, batch {cfg['batch']}, |Z| = "
         f"{cfg['z_shape'][0]}x{cfg['z_shape'][1]}; ratio = steps/s relative to the plain sum "
         "(same run, interleaved rounds)",
-        f"{'T':>2} {'method':>18} {'steps/s':>8} {'ratio':>7} {'paired':>7} {'(best)':>7} "
-        f"{'peak MiB':>9} {'step +|Z|':>9} {'head +|Z|':>9}",
+        f"{'T':>2} {'method':>18} {'steps/s':>8} {'ratio':>7} {'paired':>7} {'90% interval':>13} "
+        f"{'(best)':>7} {'peak MiB':>9} {'step +|Z|':>9} {'head +|Z|':>9}",
     ]
 
     def num(x: float | None, fmt: str) -> str:
@@ -310,6 +311,7 @@ def format_throughput(result: dict[str, Any]) -> str:
         lines.append(
             f"{r['num_tasks']:>2} {r['method']:>18} {r['steps_per_s']:>8.2f} "
             f"{r['ratio_vs_sum']:>6.3f}x {r['ratio_vs_sum_paired']:>6.3f}x "
+            f"{format_interval(r.get('ratio_vs_sum_paired_90')):>13} "
             f"{r['ratio_vs_sum_best']:>6.3f}x "
             f"{num(peak / 2**20 if peak is not None else None, '9.1f')} "
             f"{num(r.get('extra_vs_sum_in_z'), '9.2f')} "

@@ -11,9 +11,10 @@ disturbed) time per call.
 
 from __future__ import annotations
 
+import random
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .._validation import check_float, check_int
@@ -55,6 +56,35 @@ def paired_ratio(base: Timing, other: Timing) -> float:
     if len(base.seconds) != len(other.seconds):
         raise ValueError("paired_ratio needs timings from the same interleaved run")
     return statistics.median(b / o for b, o in zip(base.seconds, other.seconds))
+
+
+def paired_ratio_interval(
+    base: Timing, other: Timing, *, level: float = 0.9, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval of :func:`paired_ratio`: how precisely one run
+    pins the median ratio down (rounds resampled with replacement, fixed seed).
+
+    It is as honest as the rounds are independent: slow drifts of the machine that
+    last longer than a run are not in it, so two runs can still differ by more.
+    """
+    check_float("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
+    check_int("resamples", resamples, low=1)
+    if len(base.seconds) != len(other.seconds):
+        raise ValueError("paired_ratio_interval needs timings from the same interleaved run")
+    ratios = [b / o for b, o in zip(base.seconds, other.seconds)]
+    rng = random.Random(seed)
+    medians = sorted(
+        statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples)
+    )
+    tail = (1.0 - level) / 2.0
+    lo = medians[round(tail * (resamples - 1))]
+    hi = medians[round((1.0 - tail) * (resamples - 1))]
+    return lo, hi
+
+
+def format_interval(interval: Sequence[float] | None) -> str:
+    """``"0.955-0.978"``; ``"-"`` for results recorded before intervals were."""
+    return f"{interval[0]:.3f}-{interval[1]:.3f}" if interval else "-"
 
 
 def _no_sync() -> None:

@@ -155,6 +155,7 @@ def test_throughput_benchmark_tiny() -> None:
         "sum",
         "multibalance",
         "fork_only",
+        "fork_hold",
         "detach",
         "param_metabalance",
         "param_mgda",
@@ -211,6 +212,19 @@ def test_fork_only_gives_the_plain_sum_gradient() -> None:
         gp = p.grad.to_dense() if p.grad.is_sparse else p.grad
         gq = q.grad.to_dense() if q.grad.is_sparse else q.grad
         torch.testing.assert_close(gp, gq, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_fork_hold_passes_on_task_zeros_gradient_alone() -> None:
+    """fork_hold times holding the T gradients; what reaches the bottom is dL_0/dZ."""
+    cfg = _tiny_throughput()
+    methods, batch = throughput.build_methods(cfg, 3, ["fork_hold"])
+    m = methods["fork_hold"]
+    m.backward()
+    shared = m.model.shared_parameters()
+    z = m.model.representation(batch)
+    expected = torch.autograd.grad(m.model.task_losses([z] * 3, batch)[0], shared)
+    for p, g in zip(shared, expected):
+        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7)
 
 
 def test_sum_method_matches_per_task_autograd() -> None:

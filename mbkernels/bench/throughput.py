@@ -8,6 +8,9 @@ Methods (each on its own copy of the same initial model, same batch, SGD):
   plain sum's gradient, but with all T task gradients of Z held until the last one
   arrives, as autograd must for any exact rebalancing. Not a method anyone would
   train with: it splits MultiBalance's cost into "holding T gradients" and "balancing";
+* ``fork_hold``: the fork passing on task 0's gradient alone (no pass at all): what
+  merely holding the T task gradients costs. Its gradient is not the sum's; it exists
+  to split ``fork_only``'s cost into "holding" and "pass 2";
 * ``detach``: representation-level balancing as some libraries do it: detach Z,
   backward each task's loss separately through its tower to collect ``dL_t/dZ``,
   combine them with the same fused op and rule, then backward the bottom once;
@@ -114,6 +117,20 @@ def fork_only(model: DLRM, batch: Batch) -> Method:
     return Method("fork_only", model, batch, head, _sgd(model))
 
 
+def fork_hold(model: DLRM, batch: Batch) -> Method:
+    t = model.cfg.num_tasks
+
+    def combine(grads: Sequence[Tensor | None]) -> Tensor | None:
+        return grads[0]  # no pass over the gradients: holding them is all that is timed
+
+    def head(z: Tensor) -> list[Tensor]:
+        losses = model.task_losses(fork(z, t, combine), batch)
+        sum(losses).backward()  # type: ignore[union-attr]
+        return losses
+
+    return Method("fork_hold", model, batch, head, _sgd(model))
+
+
 def detach_per_task(model: DLRM, batch: Batch) -> Method:
     """Same rule and op as ``multibalance``, but the task gradients of Z come from one
     backward per task through a detached copy of Z (the towers' graphs run T times)."""
@@ -175,6 +192,7 @@ def available_methods() -> dict[str, MethodFactory]:
         "sum": plain_sum,
         "multibalance": multibalance,
         "fork_only": fork_only,
+        "fork_hold": fork_hold,
         "detach": detach_per_task,
         **_param_level_methods(),
     }

@@ -281,6 +281,17 @@ def test_storage_tracker_counts_peak_of_live_tensors() -> None:
     assert memory.peak_step_bytes(step, "cpu") == 8000
 
 
+def test_cli_methods_selects_throughput_methods_with_the_baseline_first(tmp_path) -> None:
+    out = tmp_path / "r.json"
+    argv = ["throughput", "--tiny", "--tasks", "2", "--json", str(out)]
+    assert cli.main([*argv, "--methods", "fork_hold", "multibalance", "fork_hold"]) == 0
+    data = json.loads(out.read_text())["throughput"]
+    assert data["methods"] == ["sum", "fork_hold", "multibalance"]
+    assert {r["method"] for r in data["rows"]} == {"sum", "fork_hold", "multibalance"}
+    with pytest.raises(ValueError, match=r"--methods must be among .*'multibalance'.*'nope'"):
+        cli.main([*argv, "--methods", "nope"])
+
+
 def test_cli_all_tiny_writes_json_html_markdown(tmp_path, capsys) -> None:
     pytest.importorskip("plotly")
     out = {ext: tmp_path / f"r.{ext}" for ext in ("json", "html", "md")}

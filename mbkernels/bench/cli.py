@@ -29,6 +29,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=int, nargs="+", default=None, help="numbers of tasks T")
     p.add_argument("--log2-sizes", type=int, nargs="+", default=None, help="op: log2 of N per task")
     p.add_argument("--batch", type=int, default=None, help="throughput: batch size")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="throughput: methods to time (default: all; 'sum', the baseline, is always run)",
+    )
     p.add_argument("--no-compile", action="store_true", help="op: skip the torch.compile row")
     p.add_argument(
         "--malloc",
@@ -57,16 +63,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, Any] = {"environment": {**environment(), "device": device, **describe()}}
     say = print
     say(f"allocator: {results['environment']['allocator']} (--malloc {args.malloc})")
-    if args.which in ("op", "all"):
-        from .op import format_op, op_config, run_op
+    # Both configurations are built (and their arguments checked) before anything runs.
+    from .op import format_op, op_config, run_op
+    from .throughput import format_throughput, run_throughput, throughput_config
 
-        cfg = op_config(args, device)
+    cfg = op_config(args, device) if args.which in ("op", "all") else None
+    tcfg = throughput_config(args, device) if args.which in ("throughput", "all") else None
+    if cfg is not None:
         results["op"] = run_op(cfg, progress=lambda s: say(s, file=sys.stderr, flush=True))
         say(format_op(results["op"]))
-    if args.which in ("throughput", "all"):
-        from .throughput import format_throughput, run_throughput, throughput_config
-
-        tcfg = throughput_config(args, device)
+    if tcfg is not None:
         results["throughput"] = run_throughput(
             tcfg, progress=lambda s: say(s, file=sys.stderr, flush=True)
         )

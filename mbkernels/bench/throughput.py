@@ -367,4 +367,10 @@ def throughput_config(args: Any, device: str) -> ThroughputConfig:
         cfg.batch = args.batch
     if args.rounds:
         cfg.rounds = args.rounds
+    if getattr(args, "methods", None):
+        known = available_methods()
+        unknown = [m for m in args.methods if m not in known]
+        if unknown:
+            raise ValueError(f"--methods must be among {sorted(known)}, got {unknown}")
+        cfg.methods = ["sum", *dict.fromkeys(m for m in args.methods if m != "sum")]
     return cfg

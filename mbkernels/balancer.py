@@ -28,7 +28,6 @@ the range check (``range_check=False`` removes it), and for the
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -194,7 +193,8 @@ class Balancer(nn.Module):
         The fork's backward calls this between the two kernel passes (after the
         all-reduce and the loss-scale correction). It is public for code that
         computes the Gram matrix itself (parameter-level experiments, benchmarks,
-        teaching) and wants the same state handling. The rule runs in float64.
+        teaching) and wants the same state handling. The rule runs in float64 on a
+        detached copy of ``gram``: no gradient flows into the weights or the state.
         """
         if not isinstance(gram, Tensor) or gram.shape != (self.num_tasks, self.num_tasks):
             got = tuple(gram.shape) if isinstance(gram, Tensor) else type(gram).__name__
@@ -249,7 +249,7 @@ class Balancer(nn.Module):
         self._stats = BalanceStats(
             gram=gram if off_diagonal_known else _unknown_off_diagonal(gram),
             norms=gram.diagonal().clamp_min(0).sqrt(),
-            weights=applied,
+            weights=applied.clone(),  # the caller gets `applied`: stats stay a record
             state=committed,
             step=new_step,
             finite=finite,
@@ -341,11 +341,6 @@ class Balancer(nn.Module):
 
 
 def _unknown_off_diagonal(gram: Tensor) -> Tensor:
-    """``gram`` with NaN off the diagonal: those inner products were not computed."""
-    return gram + _nan_off_diagonal(gram.shape[0], gram.dtype, gram.device)
-
-
-@functools.lru_cache(maxsize=16)
-def _nan_off_diagonal(t: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``[t, t]``: 0 on the diagonal, NaN elsewhere (built once, added every backward)."""
-    return torch.full((t, t), float("nan"), dtype=dtype, device=device).fill_diagonal_(0.0)
+    """``gram`` with NaN off the diagonal: those inner products were not computed.
+    (Built afresh each time: a cached device tensor could belong to a CUDA graph's pool.)"""
+    return torch.full_like(gram, float("nan")).diagonal_scatter(gram.diagonal())

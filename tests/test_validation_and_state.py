@@ -128,3 +128,31 @@ def test_backend_triton_without_package_is_a_clear_error(monkeypatch) -> None:
     monkeypatch.setattr(backend, "triton_available", lambda: False)
     with pytest.raises(RuntimeError, match="'triton' package is not installed"):
         resolve_backend("triton", torch.device("cpu"), torch.float32)
+
+
+def test_stats_are_a_record_independent_of_the_returned_weights_and_later_steps() -> None:
+    """The balancer hands its fresh tensors to the stats without copies where it can;
+    what it returns, and what it updates in place later, must not reach a recorded stats."""
+    bal = mbk.Balancer(mbk.MultiBalanceRule(3))
+    w = bal.step_weights(torch.diag(torch.tensor([4.0, 9.0, 1.0])))
+    first = bal.stats
+    assert first is not None
+    recorded = {k: v.clone() for k, v in first.state.items()}
+    weights, step = first.weights.clone(), first.step.clone()
+    w.mul_(100.0)  # the caller's copy
+    bal.step_weights(torch.diag(torch.tensor([1.0, 1.0, 1.0])))  # buffers updated in place
+    bal.reset()
+    torch.testing.assert_close(first.weights, weights)
+    torch.testing.assert_close(first.step, step)
+    for k, v in first.state.items():
+        torch.testing.assert_close(v, recorded[k])
+
+
+def test_multibalance_rule_accepts_a_python_int_step() -> None:
+    rule = mbk.MultiBalanceRule(3)
+    gram = torch.diag(torch.tensor([4.0, 9.0, 1.0], dtype=torch.float64))
+    for step in (1, 5):
+        w_int, s_int = rule.weights(gram, rule.init_state(), step)  # type: ignore[arg-type]
+        w_t, s_t = rule.weights(gram, rule.init_state(), torch.tensor(step))
+        torch.testing.assert_close(w_int, w_t)
+        torch.testing.assert_close(s_int["ema"], s_t["ema"])

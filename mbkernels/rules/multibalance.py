@@ -89,7 +89,8 @@ class MultiBalanceRule(Rule):
             ema = torch.where(active, ema, old)
         m = ema
         if self.bias_correction:
-            m = ema / (1.0 - torch.pow(self.beta, step.to(ema.dtype)))
+            s = step.to(ema.dtype) if isinstance(step, Tensor) else float(step)
+            m = ema / (1.0 - self.beta**s)
         if self.reference == "target":
             ref = m[self.target]
         elif active is None:

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import Tensor
 
 from mbkernels.bench import cli, memory, op, throughput, timing
 from tests.helpers import multibalance_reference
@@ -214,34 +215,32 @@ def test_fork_only_gives_the_plain_sum_gradient() -> None:
         torch.testing.assert_close(gp, gq, rtol=1e-5, atol=1e-7, msg=name)
 
 
-def test_fork_hold_passes_on_task_zeros_gradient_alone() -> None:
-    """fork_hold times holding the T gradients; what reaches the bottom is dL_0/dZ."""
-    cfg = _tiny_throughput()
-    methods, batch = throughput.build_methods(cfg, 3, ["fork_hold"])
-    m = methods["fork_hold"]
+def _shared_grads_and_task_grads(name: str) -> tuple[list[Tensor], list[tuple[Tensor, ...]]]:
+    """One backward of method ``name`` (T = 3, tiny model): the shared parameters'
+    gradients, and each task's own ``autograd.grad`` of them from a fresh forward."""
+    methods, batch = throughput.build_methods(_tiny_throughput(), 3, [name])
+    m = methods[name]
     m.backward()
     shared = m.model.shared_parameters()
+    got = [p.grad.clone() for p in shared]
     z = m.model.representation(batch)
-    expected = torch.autograd.grad(m.model.task_losses([z] * 3, batch)[0], shared)
-    for p, g in zip(shared, expected):
-        torch.testing.assert_close(p.grad, g, rtol=1e-5, atol=1e-7)
+    losses = m.model.task_losses([z] * 3, batch)
+    per_task = [torch.autograd.grad(loss, shared, retain_graph=True) for loss in losses]
+    return got, per_task
+
+
+def test_fork_hold_passes_on_task_zeros_gradient_alone() -> None:
+    """fork_hold times holding the T gradients; what reaches the bottom is dL_0/dZ."""
+    got, per_task = _shared_grads_and_task_grads("fork_hold")
+    for g, e in zip(got, per_task[0]):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-7)
 
 
 def test_sum_method_matches_per_task_autograd() -> None:
     """The baseline really is the plain sum: shared gradient = sum of per-task grads."""
-    cfg = _tiny_throughput()
-    methods, batch = throughput.build_methods(cfg, 3, ["sum"])
-    m = methods["sum"]
-    m.backward()
-    shared = m.model.shared_parameters()
-    z = m.model.representation(batch)
-    losses = m.model.task_losses([z] * 3, batch)
-    expected = [torch.zeros_like(p) for p in shared]
-    for loss in losses:
-        for e, g in zip(expected, torch.autograd.grad(loss, shared, retain_graph=True)):
-            e += g
-    for p, e in zip(shared, expected):
-        torch.testing.assert_close(p.grad, e, rtol=1e-5, atol=1e-7)
+    got, per_task = _shared_grads_and_task_grads("sum")
+    for g, *task_grads in zip(got, *per_task):
+        torch.testing.assert_close(g, sum(task_grads), rtol=1e-5, atol=1e-7)
 
 
 def test_param_level_methods_balance_the_shared_parameters() -> None:

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from ..fork import fork
+from ..fork import Combine, fork
 from ..multibalance import MultiBalance
 from .dlrm import DLRM, Batch, DLRMConfig, make_batch
 from .memory import peak_step_bytes
@@ -101,34 +101,33 @@ def multibalance(model: DLRM, batch: Batch) -> Method:
     return Method("multibalance", model, batch, head, _sgd(model), {"balancer": bal})
 
 
-def fork_only(model: DLRM, batch: Batch) -> Method:
+def _fork_method(name: str, model: DLRM, batch: Batch, combine: Combine) -> Method:
+    """The towers on the fork's T outputs, one backward; ``combine`` gets their gradients."""
     t = model.cfg.num_tasks
-    ones = torch.ones(t, device=batch.dense.device)
+
+    def head(z: Tensor) -> list[Tensor]:
+        losses = model.task_losses(fork(z, t, combine), batch)
+        sum(losses).backward()  # type: ignore[union-attr]
+        return losses
+
+    return Method(name, model, batch, head, _sgd(model))
+
+
+def fork_only(model: DLRM, batch: Batch) -> Method:
+    ones = torch.ones(model.cfg.num_tasks, device=batch.dense.device)
 
     def combine(grads: Sequence[Tensor | None]) -> Tensor:
         present = [g for g in grads if g is not None]
         return ops.weighted_sum(present, ones[: len(present)], "torch")
 
-    def head(z: Tensor) -> list[Tensor]:
-        losses = model.task_losses(fork(z, t, combine), batch)
-        sum(losses).backward()  # type: ignore[union-attr]
-        return losses
-
-    return Method("fork_only", model, batch, head, _sgd(model))
+    return _fork_method("fork_only", model, batch, combine)
 
 
 def fork_hold(model: DLRM, batch: Batch) -> Method:
-    t = model.cfg.num_tasks
-
     def combine(grads: Sequence[Tensor | None]) -> Tensor | None:
         return grads[0]  # no pass over the gradients: holding them is all that is timed
 
-    def head(z: Tensor) -> list[Tensor]:
-        losses = model.task_losses(fork(z, t, combine), batch)
-        sum(losses).backward()  # type: ignore[union-attr]
-        return losses
-
-    return Method("fork_hold", model, batch, head, _sgd(model))
+    return _fork_method("fork_hold", model, batch, combine)
 
 
 def detach_per_task(model: DLRM, batch: Batch) -> Method:

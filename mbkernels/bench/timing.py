@@ -53,9 +53,14 @@ def paired_ratio(base: Timing, other: Timing) -> float:
     machine inflates both; the per-round ratio cancels much of it (a paired
     design), where the ratio of two medians does not.
     """
+    return statistics.median(_round_ratios(base, other, "paired_ratio"))
+
+
+def _round_ratios(base: Timing, other: Timing, caller: str) -> list[float]:
+    """``base / other`` round by round (both from one interleaved run)."""
     if len(base.seconds) != len(other.seconds):
-        raise ValueError("paired_ratio needs timings from the same interleaved run")
-    return statistics.median(b / o for b, o in zip(base.seconds, other.seconds))
+        raise ValueError(f"{caller} needs timings from the same interleaved run")
+    return [b / o for b, o in zip(base.seconds, other.seconds)]
 
 
 def paired_ratio_interval(
@@ -69,9 +74,7 @@ def paired_ratio_interval(
     """
     check_float("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
     check_int("resamples", resamples, low=1)
-    if len(base.seconds) != len(other.seconds):
-        raise ValueError("paired_ratio_interval needs timings from the same interleaved run")
-    ratios = [b / o for b, o in zip(base.seconds, other.seconds)]
+    ratios = _round_ratios(base, other, "paired_ratio_interval")
     rng = random.Random(seed)
     medians = sorted(
         statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples)

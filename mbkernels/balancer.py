@@ -43,6 +43,7 @@ from .nonfinite import (
     NONFINITE_POLICIES,
     NonFiniteGradientError,
     NonFinitePolicy,
+    all_finite,
     nonfinite_tasks,
 )
 from .numerics import range_safe_gram, range_safe_sq_norms
@@ -221,14 +222,12 @@ class Balancer(nn.Module):
         if self.nonfinite == "skip_task":
             active = ~nonfinite_tasks(gram)
             weights, new_state = self.rule.weights_subset(clean, old_state, step, active)
-            finite = active.any()
+            weights = weights.to(self.weights.dtype)
+            finite = active.any() & all_finite(weights, *new_state.values())
         else:
             weights, new_state = self.rule.weights(clean, old_state, step)
-            finite = gram.isfinite().all()
-        weights = weights.to(self.weights.dtype)
-        finite = finite & weights.isfinite().all()
-        for v in new_state.values():
-            finite = finite & v.isfinite().all()
+            weights = weights.to(self.weights.dtype)
+            finite = all_finite(gram, weights, *new_state.values())
         if self.nonfinite == "raise" and not bool(finite):
             raise FloatingPointError(
                 "the balancing weights or rule state are not finite although every task "

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
 from torch import Tensor
 
 NonFinitePolicy = Literal["skip_update", "skip_task", "raise"]
@@ -56,3 +57,12 @@ class NonFiniteGradientError(FloatingPointError):
 def nonfinite_tasks(gram: Tensor) -> Tensor:
     """``[T]`` bool: tasks whose squared gradient norm (Gram diagonal) is inf or NaN."""
     return ~gram.diagonal().isfinite()
+
+
+def all_finite(*tensors: Tensor) -> Tensor:
+    """0-d bool tensor: every element of every tensor is finite (no host sync).
+
+    One concatenation and one check for all of them: ``isfinite().all()`` is five
+    small kernels, and the balancer checks the Gram matrix, the weights and each
+    state tensor every step."""
+    return torch.cat([t.reshape(-1) for t in tensors]).isfinite().all()

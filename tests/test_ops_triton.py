@@ -79,6 +79,26 @@ def test_weighted_sum_kernel_matches_reference(n: int, t: int, dtype: torch.dtyp
     torch.testing.assert_close(got.double(), exact, **TOL[dtype])
 
 
+@pytest.mark.parametrize("t", [5, 17, 33])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_compiled_launch_sizes_give_the_same_results(monkeypatch, t: int, dtype) -> None:
+    """Through the interpreter the kernels normally run with small blocks (speed); here
+    with the block sizes and warps a GPU launch uses (gram_launch, weighted_sum_launch):
+    T_PAD 16/32/64 with 256/64/32-element blocks, pass-2 blocks of 512/128/128."""
+    from mbkernels.ops import triton_ops
+
+    monkeypatch.setattr(triton_ops, "triton_interpreting", lambda: False)
+    gs = _grads(t, 1000, dtype)
+    w = torch.rand(t, device=KERNEL_DEVICE) * 3
+    ref = _gram64(gs)
+    scale = ref.abs().max().item()
+    torch.testing.assert_close(
+        triton_ops.gram_triton(gs).double(), ref, rtol=1e-5, atol=1e-5 * scale
+    )
+    exact = sum(w_t.double() * g.double() for w_t, g in zip(w, gs))
+    torch.testing.assert_close(triton_ops.weighted_sum_triton(gs, w).double(), exact, **TOL[dtype])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("t", [2, 5])
 def test_balancer_triton_equals_torch_with_unused_tower(dtype: torch.dtype, t: int) -> None:

@@ -21,6 +21,13 @@ pass 2 reads ``T*N*s`` and writes ``N*s``: ``(2T + 1) * N * s`` in total.
 That is the minimum for any method whose weights depend on the whole Gram
 matrix and whose gradients do not fit on chip; a stack-based composition
 moves about three times as much.
+
+Launch sizes (:func:`gram_launch`, :func:`weighted_sum_launch`) are chosen so
+that each program's working set stays in registers: compiled for A100 (sm_80)
+and H100/H200 (sm_90), for float32, float16 and bfloat16 and up to 128 tasks,
+neither kernel spills to local memory. ``tools/triton_resources.py`` compiles
+them for those GPUs on any machine (no GPU needed) and prints registers and
+spills; ``tests/test_triton_compile.py`` runs it.
 """
 
 from __future__ import annotations
@@ -108,6 +115,33 @@ def _num_programs(n_blocks: int, device: torch.device) -> int:
     return max(1, min(n_blocks, 4))  # the interpreter runs programs one after another
 
 
+# Pass 1's (BLOCK, num_warps) per padded task count: the [T_PAD, BLOCK] tile and the
+# [T_PAD, T_PAD] accumulator of one program stay in registers. Chosen by compiling for
+# sm_80 and sm_90 in every dtype (tools/triton_resources.py): at T_PAD = 32, BLOCK = 128
+# spilled on sm_80 in float32; at T_PAD = 64 only BLOCK = 32 kept to 4 warps without
+# spills; T_PAD = 128 needs 8 warps for its 128 x 128 accumulator. Beyond 128 tasks the
+# accumulator alone outgrows the register file: correct, but it spills.
+_GRAM_LAUNCH = {16: (256, 4), 32: (64, 4), 64: (32, 4), 128: (32, 8)}
+# Pass 2 loads BLOCK elements of each of the T gradients before adding them up: about
+# 4096 values per program (32 per thread with 4 warps) keep sm_90 from spilling (at
+# T = 8, BLOCK = 1024 spilled in float16).
+_SUM_VALUES = 4096
+
+
+def gram_launch(t: int) -> tuple[int, int, int]:
+    """``(T_PAD, BLOCK, num_warps)`` of pass 1 for ``t`` tasks (compiled kernels)."""
+    t_pad = max(16, triton.next_power_of_2(t))  # tl.dot needs >= 16 rows
+    block, num_warps = _GRAM_LAUNCH.get(t_pad, (16, 8))
+    return t_pad, block, num_warps
+
+
+def weighted_sum_launch(t: int) -> tuple[int, int]:
+    """``(BLOCK, num_warps)`` of pass 2 for ``t`` tasks: 1024 elements up to 4 tasks,
+    then halved as ``t`` doubles, down to 128 (one element per thread)."""
+    block = 1 << max(7, min(10, (_SUM_VALUES // t).bit_length() - 1))
+    return block, 4
+
+
 def gram_triton(grads: Sequence[Tensor]) -> Tensor:
     """Pass 1: float32 Gram matrix of equally shaped gradients."""
     grads = _contiguous(grads)
@@ -115,8 +149,7 @@ def gram_triton(grads: Sequence[Tensor]) -> Tensor:
     device = grads[0].device
     if n == 0:
         return torch.zeros(t, t, dtype=torch.float32, device=device)
-    t_pad = max(16, triton.next_power_of_2(t))  # tl.dot needs >= 16 rows
-    block = 256 if t_pad <= 16 else 128  # keeps the tile at <= 4096 float32 registers
+    t_pad, block, num_warps = gram_launch(t)
     if triton_interpreting():
         block = 64
     n_blocks = triton.cdiv(n, block)
@@ -127,7 +160,7 @@ def gram_triton(grads: Sequence[Tensor]) -> Tensor:
     table = _pointer_table(grads)
     _gram_kernel[(programs,)](
         table, partial, n, per_program,
-        T=t, T_PAD=t_pad, BLOCK=block, DTYPE=_TL_DTYPES[grads[0].dtype],
+        T=t, T_PAD=t_pad, BLOCK=block, DTYPE=_TL_DTYPES[grads[0].dtype], num_warps=num_warps,
     )  # fmt: skip
     return partial.sum(dim=0)[:t, :t]
 
@@ -140,9 +173,11 @@ def weighted_sum_triton(grads: Sequence[Tensor], weights: Tensor) -> Tensor:
     if n == 0:
         return out.view(grads[0].shape)
     w = weights.to(device=device, dtype=torch.float32).contiguous()
-    block = 1024 if not triton_interpreting() else 256
+    block, num_warps = weighted_sum_launch(len(grads))
+    if triton_interpreting():
+        block = 256
     table = _pointer_table(grads)
     _weighted_sum_kernel[(triton.cdiv(n, block),)](
-        table, w, out, n, T=len(grads), BLOCK=block, DTYPE=_TL_DTYPES[dtype]
+        table, w, out, n, T=len(grads), BLOCK=block, DTYPE=_TL_DTYPES[dtype], num_warps=num_warps
     )
     return out.view(grads[0].shape)

@@ -1,0 +1,138 @@
+"""Compile the Triton kernels for real GPUs, on any machine, and report their resources.
+
+No GPU is needed: Triton's NVIDIA backend compiles to a cubin for a named target
+(``sm_80`` = A100, ``sm_90`` = H100/H200) with the ``ptxas`` it ships, and its
+``cuobjdump`` reads back the registers per thread and the SASS. For each kernel,
+dtype and task count, with the launch sizes the package itself uses
+(``gram_launch``, ``weighted_sum_launch``), it prints registers per thread,
+shared memory and the number of local-memory stores (``STL``: register spills).
+
+    python tools/triton_resources.py                    # the default grid, a table
+    python tools/triton_resources.py --check --json r.json   # exit 1 if anything spills
+
+Run it without ``TRITON_INTERPRET`` (the interpreter replaces the compiler).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, said aloud
+
+import triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from mbkernels.ops import triton_ops
+
+DTYPES = {
+    "float32": ("fp32", tl.float32),
+    "float16": ("fp16", tl.float16),
+    "bfloat16": ("bf16", tl.bfloat16),
+}
+CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+#: One task count per launch size of either kernel (see ``triton_ops``).
+DEFAULT_TASKS = (3, 8, 12, 17, 33, 100)
+
+
+def _compile(kernel: str, t: int, dtype: str, arch: int) -> Any:
+    short, tl_dtype = DTYPES[dtype]
+    if kernel == "gram":
+        t_pad, block, num_warps = triton_ops.gram_launch(t)
+        fn = triton_ops._gram_kernel
+        signature = {"table_ptr": "*i64", "partial_ptr": "*fp32", "n_elements": "i64",
+                     "blocks_per_program": "i32"}  # fmt: skip
+        constexprs = {"T": t, "T_PAD": t_pad, "BLOCK": block, "DTYPE": tl_dtype}
+    else:
+        block, num_warps = triton_ops.weighted_sum_launch(t)
+        fn = triton_ops._weighted_sum_kernel
+        signature = {"table_ptr": "*i64", "weight_ptr": "*fp32", "out_ptr": f"*{short}",
+                     "n_elements": "i64"}  # fmt: skip
+        constexprs = {"T": t, "BLOCK": block, "DTYPE": tl_dtype}
+    signature.update(dict.fromkeys(constexprs, "constexpr"))
+    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+
+
+def resources(kernel: str, t: int, dtype: str, arch: int) -> dict[str, Any]:
+    """Registers per thread, shared bytes and spill stores of one compiled kernel."""
+    compiled = _compile(kernel, t, dtype, arch)
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = Path(tmp) / "kernel.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        usage = subprocess.run(
+            [CUOBJDUMP, "-res-usage", cubin], capture_output=True, text=True, check=True
+        ).stdout
+        sass = subprocess.run(
+            [CUOBJDUMP, "-sass", cubin], capture_output=True, text=True, check=True
+        ).stdout
+    regs = re.search(r"REG:(\d+)", usage)
+    return {
+        "kernel": kernel,
+        "tasks": t,
+        "dtype": dtype,
+        "arch": f"sm_{arch}",
+        "registers": int(regs.group(1)) if regs else None,
+        "shared_bytes": compiled.metadata.shared,
+        "num_warps": compiled.metadata.num_warps,
+        "spill_stores": len(re.findall(r"\bSTL(?:\.\w+)*\b", sass)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, nargs="+", default=list(DEFAULT_TASKS))
+    parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    parser.add_argument(
+        "--archs", type=int, nargs="+", default=[80, 90], help="80 = A100, 90 = H100/H200"
+    )
+    parser.add_argument(
+        "--kernels", nargs="+", default=["gram", "weighted_sum"], choices=["gram", "weighted_sum"]
+    )
+    parser.add_argument("--check", action="store_true", help="exit 1 if any kernel spills")
+    parser.add_argument("--json", default=None, help="write the rows to this file")
+    args = parser.parse_args(argv)
+    if min(args.tasks) < 1:
+        parser.error("--tasks must be >= 1")
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        parser.error("unset TRITON_INTERPRET: the interpreter cannot compile for a GPU")
+    if not CUOBJDUMP.exists():
+        print(f"Triton's NVIDIA backend tools are missing ({CUOBJDUMP})", file=sys.stderr)
+        return 2
+    rows = [
+        resources(kernel, t, dtype, arch)
+        for kernel in args.kernels
+        for arch in args.archs
+        for dtype in args.dtypes
+        for t in args.tasks
+    ]
+    print(
+        f"{'kernel':<13}{'arch':<7}{'dtype':<10}{'T':>4}{'warps':>6}{'regs':>6}{'shared':>8}{'spills':>7}"
+    )
+    for r in rows:
+        print(
+            f"{r['kernel']:<13}{r['arch']:<7}{r['dtype']:<10}{r['tasks']:>4}{r['num_warps']:>6}"
+            f"{r['registers']:>6}{r['shared_bytes']:>8}{r['spill_stores']:>7}"
+        )
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({"triton": triton.__version__, "rows": rows}, indent=1)
+        )
+    spilling = [r for r in rows if r["spill_stores"]]
+    if args.check and spilling:
+        print(f"{len(spilling)} of {len(rows)} kernels spill", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,11 +23,11 @@ matrix and whose gradients do not fit on chip; a stack-based composition
 moves about three times as much.
 
 Launch sizes (:func:`gram_launch`, :func:`weighted_sum_launch`) are chosen so
-that each program's working set stays in registers: compiled for A100 (sm_80)
-and H100/H200 (sm_90), for float32, float16 and bfloat16 and up to 128 tasks,
-neither kernel spills to local memory. ``tools/triton_resources.py`` compiles
-them for those GPUs on any machine (no GPU needed) and prints registers and
-spills; ``tests/test_triton_compile.py`` runs it.
+that each program's working set stays in registers when compiled for A100
+(sm_80) and H100/H200 (sm_90) in float32, float16 and bfloat16, up to 128
+tasks. ``tools/triton_resources.py`` compiles the kernels for those GPUs on any
+machine (no GPU needed) and prints registers and spill stores;
+``tests/test_triton_compile.py`` runs it; docs/benchmarks.md has the results.
 """
 
 from __future__ import annotations
@@ -117,11 +117,13 @@ def _num_programs(n_blocks: int, device: torch.device) -> int:
 
 # Pass 1's (BLOCK, num_warps) per padded task count: the [T_PAD, BLOCK] tile and the
 # [T_PAD, T_PAD] accumulator of one program stay in registers. Chosen by compiling for
-# sm_80 and sm_90 in every dtype (tools/triton_resources.py): at T_PAD = 32, BLOCK = 128
-# spilled on sm_80 in float32; at T_PAD = 64 only BLOCK = 32 kept to 4 warps without
-# spills; T_PAD = 128 needs 8 warps for its 128 x 128 accumulator. Beyond 128 tasks the
-# accumulator alone outgrows the register file: correct, but it spills.
-_GRAM_LAUNCH = {16: (256, 4), 32: (64, 4), 64: (32, 4), 128: (32, 8)}
+# sm_80 and sm_90 in every dtype (tools/triton_resources.py) and keeping the sizes with no
+# spill stores at any task count tried: at T_PAD = 32, BLOCK = 128 with 4 warps spilled
+# on sm_80 in float32 (and BLOCK = 64 with 4 warps at a few task counts on sm_90); at
+# T_PAD = 64 only BLOCK = 32 with 4 warps was clean; T_PAD = 128 needs 8 warps for its
+# 128 x 128 accumulator. Beyond 128 tasks the accumulator alone outgrows the register
+# file: still correct, but it spills.
+_GRAM_LAUNCH = {16: (256, 4), 32: (64, 8), 64: (32, 4), 128: (32, 8)}
 # Pass 2 loads BLOCK elements of each of the T gradients before adding them up: about
 # 4096 values per program (32 per thread with 4 warps) keep sm_90 from spilling (at
 # T = 8, BLOCK = 1024 spilled in float16).

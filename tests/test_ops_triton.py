@@ -99,6 +99,53 @@ def test_compiled_launch_sizes_give_the_same_results(monkeypatch, t: int, dtype)
     torch.testing.assert_close(triton_ops.weighted_sum_triton(gs, w).double(), exact, **TOL[dtype])
 
 
+@pytest.mark.parametrize("offset", [0, 1, 3])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gradients_off_a_16_byte_boundary_use_the_unaligned_kernels(
+    monkeypatch, offset: int, dtype
+) -> None:
+    """Views with a storage offset start off a 16-byte boundary: the kernels then must
+    not be told the addresses are aligned (vector loads would fault or misread)."""
+    from mbkernels.ops import triton_ops
+
+    monkeypatch.setattr(triton_ops, "triton_interpreting", lambda: False)  # GPU launch sizes
+    t, n = 5, 1001
+    storage = [torch.randn(n + offset).to(dtype).to(KERNEL_DEVICE) for _ in range(t)]
+    gs = [s[offset:] for s in storage]
+    assert triton_ops._aligned(gs) == (offset * storage[0].element_size() % 16 == 0)
+    launched = []
+    kernel = triton_ops._weighted_sum_kernel
+    monkeypatch.setattr(
+        triton_ops,
+        "_weighted_sum_kernel",
+        _Recorder(kernel, launched),
+    )
+    w = torch.rand(t, device=KERNEL_DEVICE) * 3
+    exact = sum(w_t.double() * g.double() for w_t, g in zip(w, gs))
+    got = triton_ops.weighted_sum_triton(gs, w)
+    torch.testing.assert_close(got.double(), exact, **TOL[dtype])
+    assert launched == [triton_ops._aligned(gs)]
+    ref = _gram64(gs)
+    scale = ref.abs().max().item()
+    torch.testing.assert_close(
+        triton_ops.gram_triton(gs).double(), ref, rtol=1e-5, atol=1e-5 * scale
+    )
+
+
+class _Recorder:
+    """Stands in for a Triton kernel: records the ALIGNED flag of each launch."""
+
+    def __init__(self, kernel, launched: list) -> None:  # type: ignore[no-untyped-def]
+        self.kernel, self.launched = kernel, launched
+
+    def __getitem__(self, grid):  # type: ignore[no-untyped-def]
+        def launch(*args, **kwargs):  # type: ignore[no-untyped-def]
+            self.launched.append(kwargs["ALIGNED"])
+            return self.kernel[grid](*args, **kwargs)
+
+        return launch
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("t", [2, 5])
 def test_balancer_triton_equals_torch_with_unused_tower(dtype: torch.dtype, t: int) -> None:
@@ -132,3 +179,11 @@ def test_non_contiguous_and_expanded_gradients() -> None:
     w = torch.tensor([1.0, -2.0, 0.5], device=KERNEL_DEVICE)
     torch.testing.assert_close(ops.gram(gs, "triton"), ops.gram(gs, "torch"), rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(ops.weighted_sum(gs, w, "triton"), ops.weighted_sum(gs, w, "torch"))
+
+
+def test_gradients_beyond_int32_offsets_are_refused_with_a_clear_error() -> None:
+    from mbkernels.ops import triton_ops
+
+    triton_ops._check_size(triton_ops.MAX_ELEMENTS)  # the largest allowed
+    with pytest.raises(ValueError, match="int32 offsets.*backend='torch'"):
+        triton_ops._check_size(triton_ops.MAX_ELEMENTS + 1)

@@ -5,7 +5,11 @@ No GPU is needed: Triton's NVIDIA backend compiles to a cubin for a named target
 ``cuobjdump`` reads back the registers per thread and the SASS. For each kernel,
 dtype and task count, with the launch sizes the package itself uses
 (``gram_launch``, ``weighted_sum_launch``), it prints registers per thread,
-shared memory and the number of local-memory stores (``STL``: register spills).
+shared memory, the number of local-memory stores (``STL``: register spills) and
+the widths of the global loads (``LDG``, and ``LDGSTS``: cp.async), for the
+three ways Triton's JIT specialises a launch (``VARIANTS``): gradients on 16-byte
+boundaries (fresh allocations) of a length divisible by 16 (vector loads), the
+same of another length, and gradients off a 16-byte boundary (views).
 
     python tools/triton_resources.py                    # the default grid, a table
     python tools/triton_resources.py --check --json r.json   # exit 1 if anything spills
@@ -44,28 +48,58 @@ CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuob
 DEFAULT_TASKS = (3, 8, 12, 17, 33, 100)
 
 
-def _compile(kernel: str, t: int, dtype: str, arch: int) -> Any:
+#: Triton's JIT marks pointer and integer arguments divisible by 16 when they are, which
+#: is what lets masked loads and stores be vectorised. The launch variants:
+#: ``{name: (ALIGNED flag, whether the length n is divisible by 16)}``.
+VARIANTS = {"vector": (True, True), "aligned-odd": (True, False), "unaligned": (False, False)}
+_DIVISIBLE = [["tt.divisibility", 16]]
+
+
+def _compile(kernel: str, t: int, dtype: str, arch: int, variant: str = "vector") -> Any:
     short, tl_dtype = DTYPES[dtype]
+    aligned, n_divisible = VARIANTS[variant]
+    # pointer arguments: fresh allocations (16-byte aligned); n: int32 (n < 2^31)
     if kernel == "gram":
         t_pad, block, num_warps = triton_ops.gram_launch(t)
         fn = triton_ops._gram_kernel
-        signature = {"table_ptr": "*i64", "partial_ptr": "*fp32", "n_elements": "i64",
+        signature = {"table_ptr": "*i64", "partial_ptr": "*fp32", "n_elements": "i32",
                      "blocks_per_program": "i32"}  # fmt: skip
         constexprs = {"T": t, "T_PAD": t_pad, "BLOCK": block, "DTYPE": tl_dtype}
+        pointers, n_index = (0, 1), 2
     else:
-        block, num_warps = triton_ops.weighted_sum_launch(t)
+        block, num_warps = triton_ops.weighted_sum_launch(t, aligned and n_divisible)
         fn = triton_ops._weighted_sum_kernel
         signature = {"table_ptr": "*i64", "weight_ptr": "*fp32", "out_ptr": f"*{short}",
-                     "n_elements": "i64"}  # fmt: skip
+                     "n_elements": "i32"}  # fmt: skip
         constexprs = {"T": t, "BLOCK": block, "DTYPE": tl_dtype}
+        pointers, n_index = (0, 1, 2), 3
+    attrs = {(i,): _DIVISIBLE for i in pointers}
+    if n_divisible:
+        attrs[(n_index,)] = _DIVISIBLE
+    constexprs["ALIGNED"] = aligned
     signature.update(dict.fromkeys(constexprs, "constexpr"))
-    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
+    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
 
 
-def resources(kernel: str, t: int, dtype: str, arch: int) -> dict[str, Any]:
-    """Registers per thread, shared bytes and spill stores of one compiled kernel."""
-    compiled = _compile(kernel, t, dtype, arch)
+def load_widths(sass: str) -> dict[int, int]:
+    """``{bits: count}`` of the global loads (``LDG``, ``LDGSTS``) in SASS text."""
+    widths: dict[int, int] = {}
+    for suffix in re.findall(r"\bLDG(?:STS)?((?:\.[A-Z0-9_]+)*)", sass):
+        parts = set(suffix.split("."))
+        if "128" in parts or "64" in parts:
+            bits = 128 if "128" in parts else 64
+        else:
+            bits = 16 if parts & {"U16", "S16"} else 8 if parts & {"U8", "S8"} else 32
+        widths[bits] = widths.get(bits, 0) + 1
+    return dict(sorted(widths.items()))
+
+
+def resources(
+    kernel: str, t: int, dtype: str, arch: int, variant: str = "vector"
+) -> dict[str, Any]:
+    """Registers per thread, shared bytes, spill stores and load widths of one kernel."""
+    compiled = _compile(kernel, t, dtype, arch, variant)
     with tempfile.TemporaryDirectory() as tmp:
         cubin = Path(tmp) / "kernel.cubin"
         cubin.write_bytes(compiled.asm["cubin"])
@@ -81,10 +115,12 @@ def resources(kernel: str, t: int, dtype: str, arch: int) -> dict[str, Any]:
         "tasks": t,
         "dtype": dtype,
         "arch": f"sm_{arch}",
+        "variant": variant,
         "registers": int(regs.group(1)) if regs else None,
         "shared_bytes": compiled.metadata.shared,
         "num_warps": compiled.metadata.num_warps,
         "spill_stores": len(re.findall(r"\bSTL(?:\.\w+)*\b", sass)),
+        "global_load_bits": load_widths(sass),
     }
 
 
@@ -98,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--kernels", nargs="+", default=["gram", "weighted_sum"], choices=["gram", "weighted_sum"]
     )
+    parser.add_argument(
+        "--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+        help="vector: aligned gradients, n divisible by 16; aligned-odd: n not; unaligned: views",
+    )  # fmt: skip
     parser.add_argument("--check", action="store_true", help="exit 1 if any kernel spills")
     parser.add_argument("--json", default=None, help="write the rows to this file")
     args = parser.parse_args(argv)
@@ -109,19 +149,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Triton's NVIDIA backend tools are missing ({CUOBJDUMP})", file=sys.stderr)
         return 2
     rows = [
-        resources(kernel, t, dtype, arch)
+        resources(kernel, t, dtype, arch, variant)
+        for variant in args.variants
         for kernel in args.kernels
         for arch in args.archs
         for dtype in args.dtypes
         for t in args.tasks
     ]
-    print(
-        f"{'kernel':<13}{'arch':<7}{'dtype':<10}{'T':>4}{'warps':>6}{'regs':>6}{'shared':>8}{'spills':>7}"
-    )
+    head = f"{'kernel':<13}{'arch':<7}{'dtype':<10}{'T':>4}{'warps':>6}{'regs':>6}{'shared':>8}"
+    print(f"{head}{'variant':>12}{'spills':>7}  global loads (bits x count)")
     for r in rows:
+        loads = " ".join(f"{b}x{n}" for b, n in r["global_load_bits"].items())
         print(
             f"{r['kernel']:<13}{r['arch']:<7}{r['dtype']:<10}{r['tasks']:>4}{r['num_warps']:>6}"
-            f"{r['registers']:>6}{r['shared_bytes']:>8}{r['spill_stores']:>7}"
+            f"{r['registers']:>6}{r['shared_bytes']:>8}{r['variant']:>12}"
+            f"{r['spill_stores']:>7}  {loads}"
         )
     if args.json:
         Path(args.json).write_text(

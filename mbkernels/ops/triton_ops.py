@@ -22,16 +22,19 @@ That is the minimum for any method whose weights depend on the whole Gram
 matrix and whose gradients do not fit on chip; a stack-based composition
 moves about three times as much.
 
-Launch sizes (:func:`gram_launch`, :func:`weighted_sum_launch`) are chosen so
-that each program's working set stays in registers when compiled for A100
-(sm_80) and H100/H200 (sm_90) in float32, float16 and bfloat16, up to 128
-tasks. ``tools/triton_resources.py`` compiles the kernels for those GPUs on any
+Gradients on 16-byte boundaries (the wrapper checks; fresh allocations are)
+are read with 16-byte vector loads (``ALIGNED``: the addresses come from the
+table, so the compiler must be told). Launch sizes (:func:`gram_launch`,
+:func:`weighted_sum_launch`) keep each program's working set in registers when
+compiled for A100 (sm_80) and H100/H200 (sm_90) in float32, float16 and
+bfloat16, up to 128 tasks. ``tools/triton_resources.py`` compiles the kernels for those GPUs on any
 machine (no GPU needed) and prints registers and spill stores;
 ``tests/test_triton_compile.py`` runs it; docs/benchmarks.md has the results.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -54,12 +57,17 @@ def _gram_kernel(
     T_PAD: tl.constexpr,
     BLOCK: tl.constexpr,
     DTYPE: tl.constexpr,
+    ALIGNED: tl.constexpr,  # every gradient starts on a 16-byte boundary (checked by the caller)
 ):
     pid = tl.program_id(0)
     rows = tl.arange(0, T_PAD)
     row_ok = rows < T
     # [T_PAD] pointers to the start of each task's gradient (padding rows point at 0, masked).
     bases = tl.load(table_ptr + rows, mask=row_ok, other=0).to(tl.pointer_type(DTYPE))
+    if ALIGNED:
+        # Addresses loaded from memory carry no alignment the compiler can see; the hint
+        # turns the tile's loads into 16-byte vector (cp.async) copies.
+        bases = tl.multiple_of(bases, 16)
     acc = tl.zeros((T_PAD, T_PAD), dtype=tl.float32)
     first = pid * blocks_per_program
     for i in range(blocks_per_program):
@@ -81,6 +89,7 @@ def _weighted_sum_kernel(
     T: tl.constexpr,
     BLOCK: tl.constexpr,
     DTYPE: tl.constexpr,
+    ALIGNED: tl.constexpr,  # every gradient starts on a 16-byte boundary (checked by the caller)
 ):
     pid = tl.program_id(0)
     cols = pid * BLOCK + tl.arange(0, BLOCK)
@@ -89,14 +98,40 @@ def _weighted_sum_kernel(
     for t in tl.static_range(T):
         base = tl.load(table_ptr + t).to(tl.pointer_type(DTYPE))
         w = tl.load(weight_ptr + t)
+        ptrs = base + cols
+        if ALIGNED:  # as in pass 1: vector loads instead of one element per instruction
+            ptrs = tl.multiple_of(ptrs, 16)
         # Read BLOCK*s bytes of task t; accumulate in float32 registers.
-        acc += w * tl.load(base + cols, mask=mask, other=0.0).to(tl.float32)
+        acc += w * tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
     # Write BLOCK*s bytes: the only store of the pass.
     tl.store(out_ptr + cols, acc.to(DTYPE), mask=mask)
 
 
 def _contiguous(grads: Sequence[Tensor]) -> list[Tensor]:
     return [g if g.is_contiguous() else g.contiguous() for g in grads]
+
+
+# Offsets are computed in int32 inside the kernels.
+MAX_ELEMENTS = 2**31 - 1
+
+
+def _check_size(n: int) -> None:
+    if n > MAX_ELEMENTS:
+        raise ValueError(
+            f"the Triton kernels take up to {MAX_ELEMENTS} elements per task gradient "
+            f"(int32 offsets), got {n}; use backend='torch'"
+        )
+
+
+def _on(device: torch.device) -> contextlib.AbstractContextManager[object]:
+    """Launch on the gradients' GPU: Triton uses the current device's stream."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _aligned(grads: Sequence[Tensor]) -> bool:
+    """Whether every gradient starts on a 16-byte boundary (fresh allocations do; a view
+    with a storage offset may not), so the kernels may use 16-byte vector loads."""
+    return all(g.data_ptr() % 16 == 0 for g in grads)
 
 
 def _pointer_table(grads: Sequence[Tensor]) -> Tensor:
@@ -117,17 +152,20 @@ def _num_programs(n_blocks: int, device: torch.device) -> int:
 
 # Pass 1's (BLOCK, num_warps) per padded task count: the [T_PAD, BLOCK] tile and the
 # [T_PAD, T_PAD] accumulator of one program stay in registers. Chosen by compiling for
-# sm_80 and sm_90 in every dtype (tools/triton_resources.py) and keeping the sizes with no
-# spill stores at any task count tried: at T_PAD = 32, BLOCK = 128 with 4 warps spilled
-# on sm_80 in float32 (and BLOCK = 64 with 4 warps at a few task counts on sm_90); at
-# T_PAD = 64 only BLOCK = 32 with 4 warps was clean; T_PAD = 128 needs 8 warps for its
-# 128 x 128 accumulator. Beyond 128 tasks the accumulator alone outgrows the register
-# file: still correct, but it spills.
-_GRAM_LAUNCH = {16: (256, 4), 32: (64, 8), 64: (32, 4), 128: (32, 8)}
-# Pass 2 loads BLOCK elements of each of the T gradients before adding them up: about
-# 4096 values per program (32 per thread with 4 warps) keep sm_90 from spilling (at
-# T = 8, BLOCK = 1024 spilled in float16).
-_SUM_VALUES = 4096
+# sm_80 and sm_90 in every dtype, for aligned and unaligned gradients
+# (tools/triton_resources.py): up to T_PAD = 32 these sizes spill nothing; at T_PAD = 64
+# every size tried spilled a few values at some task counts (1-5 stores, against 1,300+
+# with the 128-element blocks used before), 64 on 8 warps the fewest; T_PAD = 128 needs
+# 8 warps for its 128 x 128 accumulator. Beyond 128 tasks the accumulator alone outgrows
+# the register file: still correct, but it spills.
+_GRAM_LAUNCH = {16: (256, 4), 32: (64, 8), 64: (64, 8), 128: (32, 8)}
+# Pass 2 loads BLOCK elements of each of the T gradients before adding them up. With
+# 16-byte-aligned gradients of a length divisible by 16 the loads are 16-byte vectors;
+# T x BLOCK up to 16384 keeps sm_90 at <= ~130 registers per thread (32768 reached 255 at
+# T = 64). Otherwise they go element by element, one register (and address) each, and
+# sm_90 spilled beyond ~4096 values per program (at T = 16, BLOCK = 1024 in float16).
+# tools/triton_resources.py checks both.
+_SUM_VALUES = {True: 16384, False: 4096}
 
 
 def gram_launch(t: int) -> tuple[int, int, int]:
@@ -137,10 +175,11 @@ def gram_launch(t: int) -> tuple[int, int, int]:
     return t_pad, block, num_warps
 
 
-def weighted_sum_launch(t: int) -> tuple[int, int]:
-    """``(BLOCK, num_warps)`` of pass 2 for ``t`` tasks: 1024 elements up to 4 tasks,
+def weighted_sum_launch(t: int, vector_loads: bool = True) -> tuple[int, int]:
+    """``(BLOCK, num_warps)`` of pass 2 for ``t`` tasks: 1024-element blocks while
+    ``t * BLOCK`` fits the register budget (16 tasks with vector loads, 4 without),
     then halved as ``t`` doubles, down to 128 (one element per thread)."""
-    block = 1 << max(7, min(10, (_SUM_VALUES // t).bit_length() - 1))
+    block = 1 << max(7, min(10, (_SUM_VALUES[vector_loads] // t).bit_length() - 1))
     return block, 4
 
 
@@ -151,6 +190,7 @@ def gram_triton(grads: Sequence[Tensor]) -> Tensor:
     device = grads[0].device
     if n == 0:
         return torch.zeros(t, t, dtype=torch.float32, device=device)
+    _check_size(n)
     t_pad, block, num_warps = gram_launch(t)
     if triton_interpreting():
         block = 64
@@ -160,10 +200,12 @@ def gram_triton(grads: Sequence[Tensor]) -> Tensor:
     programs = triton.cdiv(n_blocks, per_program)
     partial = torch.empty(programs, t_pad, t_pad, dtype=torch.float32, device=device)
     table = _pointer_table(grads)
-    _gram_kernel[(programs,)](
-        table, partial, n, per_program,
-        T=t, T_PAD=t_pad, BLOCK=block, DTYPE=_TL_DTYPES[grads[0].dtype], num_warps=num_warps,
-    )  # fmt: skip
+    with _on(device):
+        _gram_kernel[(programs,)](
+            table, partial, n, per_program,
+            T=t, T_PAD=t_pad, BLOCK=block, DTYPE=_TL_DTYPES[grads[0].dtype],
+            ALIGNED=_aligned(grads), num_warps=num_warps,
+        )  # fmt: skip
     return partial.sum(dim=0)[:t, :t]
 
 
@@ -174,12 +216,19 @@ def weighted_sum_triton(grads: Sequence[Tensor], weights: Tensor) -> Tensor:
     out = torch.empty(n, dtype=dtype, device=device)
     if n == 0:
         return out.view(grads[0].shape)
+    _check_size(n)
     w = weights.to(device=device, dtype=torch.float32).contiguous()
-    block, num_warps = weighted_sum_launch(len(grads))
+    aligned = _aligned(grads)
+    # Loads are vectors only if the mask `cols < n` is uniform over a vector, which the
+    # compiler knows when Triton specialises n as divisible by 16; otherwise they go
+    # element by element and need the smaller register budget.
+    block, num_warps = weighted_sum_launch(len(grads), aligned and n % 16 == 0)
     if triton_interpreting():
         block = 256
     table = _pointer_table(grads)
-    _weighted_sum_kernel[(triton.cdiv(n, block),)](
-        table, w, out, n, T=len(grads), BLOCK=block, DTYPE=_TL_DTYPES[dtype], num_warps=num_warps
-    )
+    with _on(device):
+        _weighted_sum_kernel[(triton.cdiv(n, block),)](
+            table, w, out, n, T=len(grads), BLOCK=block, DTYPE=_TL_DTYPES[dtype],
+            ALIGNED=aligned, num_warps=num_warps,
+        )  # fmt: skip
     return out.view(grads[0].shape)

@@ -165,9 +165,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['registers']:>6}{r['shared_bytes']:>8}{r['variant']:>12}"
             f"{r['spill_stores']:>7}  {loads}"
         )
-    if args.json:
+    if args.json:  # one row per line: hundreds of rows stay readable in a diff
+        lines = ",\n".join(json.dumps(r) for r in rows)
         Path(args.json).write_text(
-            json.dumps({"triton": triton.__version__, "rows": rows}, indent=1)
+            f'{{"triton": {json.dumps(triton.__version__)}, "rows": [\n{lines}\n]}}\n'
         )
     spilling = [r for r in rows if r["spill_stores"]]
     if args.check and spilling:

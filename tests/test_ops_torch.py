@@ -80,3 +80,31 @@ def test_non_contiguous_and_expanded_gradients() -> None:
     torch.testing.assert_close(
         ops.weighted_sum(gs, w, "torch"), (w.double()[:, None] * m).sum(0).view(48, 64)
     )
+
+
+@pytest.mark.parametrize(
+    "grads",
+    [
+        [torch.zeros(3), torch.zeros(4)],  # lengths differ: would be read over 3 elements
+        [torch.zeros(2, 3), torch.zeros(3, 2)],  # same length, different shape
+        [torch.zeros(3), torch.zeros(3, dtype=torch.float64)],
+        [torch.zeros(3), torch.zeros(3, device="meta")],
+    ],
+)
+def test_passes_refuse_gradients_that_differ(grads) -> None:  # type: ignore[no-untyped-def]
+    for call in (ops.gram, ops.sq_norms, lambda g: ops.weighted_sum(g, torch.ones(len(g)))):
+        with pytest.raises(
+            ValueError, match=r"grads must share one shape, dtype and device.*grads\[1\]"
+        ):
+            call(grads)
+
+
+def test_passes_refuse_empty_or_non_tensor_gradients_and_wrong_weights() -> None:
+    for call in (ops.gram, ops.sq_norms, lambda g: ops.weighted_sum(g, torch.ones(len(g)))):
+        with pytest.raises(ValueError, match="at least one tensor"):
+            call([])
+        with pytest.raises(TypeError, match=r"grads\[1\] must be a torch.Tensor, got list"):
+            call([torch.zeros(3), [0.0, 0.0, 0.0]])
+    for weights in (torch.ones(3), torch.ones(2, 1), [1.0, 1.0]):
+        with pytest.raises(ValueError, match=r"weights must be a \[2\] tensor"):
+            ops.weighted_sum([torch.zeros(3), torch.zeros(3)], weights)  # type: ignore[arg-type]

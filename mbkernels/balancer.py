@@ -219,15 +219,16 @@ class Balancer(nn.Module):
         # Rules never see inf/NaN (some factorise the Gram matrix and would raise): a
         # non-finite step runs on a zeroed copy, and its result is discarded below.
         clean = gram.nan_to_num(0.0, 0.0, 0.0)
-        if self.nonfinite == "skip_task":
+        skip_task = self.nonfinite == "skip_task"
+        if skip_task:
             active = ~nonfinite_tasks(gram)
             weights, new_state = self.rule.weights_subset(clean, old_state, step, active)
-            weights = weights.to(self.weights.dtype)
-            finite = active.any() & all_finite(weights, *new_state.values())
         else:
             weights, new_state = self.rule.weights(clean, old_state, step)
-            weights = weights.to(self.weights.dtype)
-            finite = all_finite(gram, weights, *new_state.values())
+        weights = weights.to(self.weights.dtype)
+        results = (weights, *new_state.values())
+        # skip_task: dropped tasks' inf/NaN are expected; some task must be left
+        finite = active.any() & all_finite(*results) if skip_task else all_finite(gram, *results)
         if self.nonfinite == "raise" and not bool(finite):
             raise FloatingPointError(
                 "the balancing weights or rule state are not finite although every task "

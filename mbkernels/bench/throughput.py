@@ -25,7 +25,7 @@ ratios against ``sum`` are measured side by side. The peak memory of one step
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -209,15 +209,19 @@ class ThroughputConfig:
     memory: bool = True
 
 
+def _check_methods(names: Sequence[str], known: Mapping[str, object], what: str) -> None:
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"{what} must be among {sorted(known)}, got {unknown}")
+
+
 def build_methods(
     cfg: ThroughputConfig, num_tasks: int, names: Sequence[str] | None = None
 ) -> tuple[dict[str, Method], Batch]:
     """One :class:`Method` per name, each on its own copy of one initial model."""
     factories = available_methods()
     names = list(names or cfg.methods or factories)
-    unknown = [n for n in names if n not in factories]
-    if unknown:
-        raise ValueError(f"methods must be among {sorted(factories)}, got {unknown}")
+    _check_methods(names, factories, "methods")
     device = torch.device(cfg.device)
     mcfg = replace(cfg.model, num_tasks=num_tasks)
     torch.manual_seed(0)
@@ -367,9 +371,6 @@ def throughput_config(args: Any, device: str) -> ThroughputConfig:
     if args.rounds:
         cfg.rounds = args.rounds
     if getattr(args, "methods", None):
-        known = available_methods()
-        unknown = [m for m in args.methods if m not in known]
-        if unknown:
-            raise ValueError(f"--methods must be among {sorted(known)}, got {unknown}")
+        _check_methods(args.methods, available_methods(), "--methods")
         cfg.methods = ["sum", *dict.fromkeys(m for m in args.methods if m != "sum")]
     return cfg

@@ -27,9 +27,10 @@ are read with 16-byte vector loads (``ALIGNED``: the addresses come from the
 table, so the compiler must be told). Launch sizes (:func:`gram_launch`,
 :func:`weighted_sum_launch`) keep each program's working set in registers when
 compiled for A100 (sm_80) and H100/H200 (sm_90) in float32, float16 and
-bfloat16, up to 128 tasks. ``tools/triton_resources.py`` compiles the kernels for those GPUs on any
-machine (no GPU needed) and prints registers and spill stores;
-``tests/test_triton_compile.py`` runs it; docs/benchmarks.md has the results.
+bfloat16, up to 128 tasks. ``tools/triton_resources.py`` compiles the kernels
+for those GPUs on any machine (no GPU needed) and prints registers, spill
+stores and load widths; ``tests/test_triton_compile.py`` runs it;
+docs/benchmarks.md has the results.
 """
 
 from __future__ import annotations
@@ -153,11 +154,11 @@ def _num_programs(n_blocks: int, device: torch.device) -> int:
 # Pass 1's (BLOCK, num_warps) per padded task count: the [T_PAD, BLOCK] tile and the
 # [T_PAD, T_PAD] accumulator of one program stay in registers. Chosen by compiling for
 # sm_80 and sm_90 in every dtype, for aligned and unaligned gradients
-# (tools/triton_resources.py): up to T_PAD = 32 these sizes spill nothing; at T_PAD = 64
-# every size tried spilled a few values at some task counts (1-5 stores, against 1,300+
-# with the 128-element blocks used before), 64 on 8 warps the fewest; T_PAD = 128 needs
-# 8 warps for its 128 x 128 accumulator. Beyond 128 tasks the accumulator alone outgrows
-# the register file: still correct, but it spills.
+# (tools/triton_resources.py): these sizes spilled nothing in the final sweep (1-128
+# tasks). At T_PAD = 64 every size tried in earlier sweeps spilled a few values at some
+# task counts (1-5 stores, against 1,300+ with the 128-element blocks used before), 64 on
+# 8 warps the fewest; T_PAD = 128 needs 8 warps for its 128 x 128 accumulator. Beyond 128
+# tasks the accumulator alone outgrows the register file: still correct, but it spills.
 _GRAM_LAUNCH = {16: (256, 4), 32: (64, 8), 64: (64, 8), 128: (32, 8)}
 # Pass 2 loads BLOCK elements of each of the T gradients before adding them up. With
 # 16-byte-aligned gradients of a length divisible by 16 the loads are 16-byte vectors;

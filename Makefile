@@ -9,24 +9,39 @@ BIN := $(VENV)/bin
 #   make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
+VENV_FLAGS ?=
 PYTEST_ARGS ?=
+PORT ?= 8888
 
-.PHONY: setup setup-course setup-test course test e2e report lint clean
+.PHONY: setup-course setup-test course test e2e report lint clean
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-setup-course: $(BIN)/python
-	$(BIN)/python -m pip install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+# A stamp file per extra: pip runs again only when pyproject.toml or this file changed.
+# TORCH= (empty) installs no torch: with VENV_FLAGS=--system-site-packages the venv then
+# uses the torch already installed on the machine (a CUDA build, say).
+INSTALL_TORCH = $(if $(TORCH),$(BIN)/python -m pip install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)))
+
+$(VENV)/.installed-course: pyproject.toml Makefile | $(BIN)/python
+	$(INSTALL_TORCH)
 	$(BIN)/python -m pip install -q -e ".[course]"
+	touch $@
 
-setup-test: $(BIN)/python
-	$(BIN)/python -m pip install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+# the test extra includes the course extra
+$(VENV)/.installed-test: pyproject.toml Makefile | $(BIN)/python
+	$(INSTALL_TORCH)
 	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@ $(VENV)/.installed-course
 
+setup-course: $(VENV)/.installed-course
+setup-test: $(VENV)/.installed-test
+
+# JupyterLab on 127.0.0.1 with a token (tools/start_course.py): --allow-root as root, no
+# browser without a display, the next free port when PORT is taken.
 course: setup-course
-	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
+	$(BIN)/python tools/start_course.py --port $(PORT)
 
 test: setup-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -95,3 +95,35 @@ def test_new_checks_reject_wrong_answers() -> None:
     # T = 3 backward passes costing 2 forwards each: (1 + 2) / (1 + 6)
     assert check_throughput_ratio(3 / 7, num_tasks=3, backward_over_forward=2.0)
     assert not check_throughput_ratio(1 / 3, num_tasks=3, backward_over_forward=2.0)
+
+
+def test_checks_accept_three_significant_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    from mbviz.course import check_cosine, check_ema_noise_factor, check_throughput_ratio
+
+    # 1/3 typed as 0.333 (T = 2, b = 2: (1 + 2) / (1 + 4) = 0.6; T = 5, b = 1: 2 / 6 = 1/3)
+    assert check_throughput_ratio(0.333, num_tasks=5, backward_over_forward=1.0)
+    # beta = 0.9: sqrt(0.1 / 1.9) = 0.22942
+    assert check_ema_noise_factor(0.229, beta=0.9)
+    # notebook 01's gradients: cos = -0.19048; -0.191 comes from norms rounded to 3 figures
+    g1, g2 = [0.5, -1.0, 2.0], [-1.0, 0.5, 0.25]
+    assert check_cosine(-0.190, g1, g2) and check_cosine(-0.191, g1, g2)
+    capsys.readouterr()
+    # two figures: a rounding problem, said as such
+    assert not check_throughput_ratio(0.33, num_tasks=5, backward_over_forward=1.0)
+    assert "rounded" in capsys.readouterr().out
+    assert not check_cosine(-0.2, g1, g2)
+    assert "rounded" in capsys.readouterr().out
+    # a wrong answer gets the hint, not the rounding message
+    assert not check_cosine(0.19, g1, g2)
+    out = capsys.readouterr().out
+    assert "Hint" in out and "rounded" not in out
+    assert not check_ema_noise_factor(float("nan"), beta=0.9)
+
+
+def test_delta_m_hint_names_the_baseline(capsys: pytest.CaptureFixture[str]) -> None:
+    from mbviz.course import check_delta_m
+
+    dm = dict(method={"a": 1.0}, baseline={"a": 2.0}, higher_is_better={"a": True})
+    assert not check_delta_m(10.0, **dm)
+    out = capsys.readouterr().out
+    assert "M_baseline" in out and "equal weighting" in out and "M_single" not in out

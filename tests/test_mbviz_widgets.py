@@ -84,3 +84,16 @@ def test_training_monitor_updates_while_training() -> None:
         mon.figure.data[3 + 2].y, res.history[res.history.task == "task3"]["weight"]
     )
     assert "12/12" in mon.figure.layout.title.text
+
+
+def test_training_monitor_title_names_the_rule_that_runs() -> None:
+    mon = TrainingMonitor(
+        SyntheticProblem(num_tasks=2), RunConfig(rule="equal", progress=False), update_every=2
+    )
+    assert "Equal" in mon.figure.layout.title.text
+    mon.run(rule="multibalance", steps=4, batch_size=16)
+    title = mon.figure.layout.title.text
+    assert "MultiBalance" in title and "Equal" not in title and "4/4" in title
+    assert mon.result is not None and mon.result.config.rule == "multibalance"
+    mon.run(steps=2, batch_size=16)  # back to the config's rule
+    assert "Equal" in mon.figure.layout.title.text

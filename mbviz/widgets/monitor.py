@@ -11,11 +11,12 @@ from plotly.subplots import make_subplots
 
 from ..figures._style import base_layout, task_color
 from ..problems.base import MultiTaskProblem
+from ..rules import label
 from ..runner import RunConfig, RunResult, StepRecord, train
 
 
 class TrainingMonitor(W.VBox):
-    """A figure that updates while :meth:`run` trains: per-task training loss (log),
+    """A figure that updates while :meth:`run` trains: per-task training loss,
     task weights, and the cosine of each task pair, every ``update_every`` steps.
 
     ``monitor = TrainingMonitor(problem, RunConfig(rule="multibalance")); monitor`` in one
@@ -34,10 +35,16 @@ class TrainingMonitor(W.VBox):
         self.problem = problem
         self.config = config or RunConfig()
         self.update_every = max(1, int(update_every))
+        #: The rule of the run in progress (or the last one): ``run(rule=...)`` overrides the
+        #: config's, and the title names the one that trains.
+        self.rule = self.config.rule
         names = problem.task_names
         self.pairs = list(itertools.combinations(range(problem.num_tasks), 2))
         fig = make_subplots(
-            rows=1, cols=3, subplot_titles=("training loss", "task weight", "gradient cosine")
+            rows=1,
+            cols=3,
+            subplot_titles=("training loss", "task weight", "gradient cosine"),
+            horizontal_spacing=0.07,
         )
         for t, n in enumerate(names):
             c = task_color(t)
@@ -71,9 +78,14 @@ class TrainingMonitor(W.VBox):
                 col=3,
             )
         fig.update_layout(
-            **base_layout(f"Training {self.config.rule}: waiting to start", height=360)
+            **base_layout(
+                f"{label(self.rule)}: waiting to start",
+                height=420,
+                legend={"orientation": "h", "y": -0.25},
+                margin={"l": 60, "r": 20, "t": 70, "b": 90},
+            )
         )
-        fig.update_yaxes(title_text="loss", type="log", row=1, col=1)
+        fig.update_yaxes(title_text="loss", row=1, col=1)
         fig.update_yaxes(title_text="weight", row=1, col=2)
         fig.update_yaxes(title_text="cosine", range=[-1.05, 1.05], row=1, col=3)
         for col in (1, 2, 3):
@@ -105,7 +117,7 @@ class TrainingMonitor(W.VBox):
                 xs, ys = self._buf.get(i, ([], []))
                 tr.x, tr.y = tuple(xs), tuple(ys)
             self.figure.layout.title.text = (
-                f"Training {self.config.rule}: step {rec.step}/{rec.steps}, "
+                f"Training with {label(self.rule)}: step {rec.step}/{rec.steps}, "
                 f"{1.0 / max(rec.step_time, 1e-9):.0f} steps/s"
             )
         if rec.metrics:
@@ -119,5 +131,7 @@ class TrainingMonitor(W.VBox):
     def run(self, **overrides: Any) -> RunResult:
         """Train with the monitor's config (``overrides`` change fields); returns the result."""
         self.reset()
+        self.rule = str(overrides.get("rule", self.config.rule))
+        self.figure.layout.title.text = f"{label(self.rule)}: starting"
         self.result = train(self.problem, self.config, callback=self.callback, **overrides)
         return self.result

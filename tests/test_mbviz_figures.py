@@ -97,6 +97,11 @@ def test_learning_curves_and_throughput(runs) -> None:
     fig = F.throughput_bars(table)
     assert list(fig.data[0].text) == ["1.00×", "0.50×"]
     _all_axes_titled(fig)
+    # the benchmark's paired ratio (median of per-round ratios) is what its table shows:
+    # the labels read the same, not the ratio of the medians
+    table["ratio_vs_sum_paired"] = [1.0, 0.47]
+    assert list(F.throughput_bars(table).data[0].text) == ["1.00×", "0.47×"]
+    assert list(F.throughput_bars(table, baseline="mb").data[0].text) == ["2.00×", "1.00×"]
 
 
 def test_pareto_front_figure() -> None:

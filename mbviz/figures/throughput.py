@@ -12,14 +12,18 @@ def throughput_bars(table, *, baseline: str | None = None) -> go.Figure:
     ``baseline`` (default: the first method).
 
     ``table``: a DataFrame with columns ``method`` and ``steps_per_s`` (as returned by
-    :func:`mbviz.throughput.measure_throughput`), optionally ``std``.
+    :func:`mbviz.throughput.measure_throughput`), optionally ``std``. When no ``baseline`` is
+    given and the table has its own ratio column (``ratio_vs_sum_paired``, the benchmark's
+    median of per-round ratios, or ``ratio``), the labels show that column, so that they
+    read the same as the table printed beside the figure.
     """
     if len(table) == 0:
         raise ValueError("throughput_bars needs at least one row")
     methods = list(table["method"])
     base = baseline or methods[0]
     ref = float(table.loc[table["method"] == base, "steps_per_s"].iloc[0])
-    ratio = table["steps_per_s"] / ref
+    own = next((c for c in ("ratio_vs_sum_paired", "ratio") if c in table.columns), None)
+    ratio = table[own] if baseline is None and own else table["steps_per_s"] / ref
     fig = go.Figure(
         go.Bar(
             x=methods,

@@ -13,7 +13,7 @@ import torch
 from mbkernels import Balancer
 
 from ..rules import label, make_balancer, rule_names
-from ._style import base_layout, rule_color, task_color
+from ._style import base_layout, rule_color, rule_dash, task_grey
 
 #: Rules the playground shows by default (those of them that are installed).
 DEFAULT_RULES = (
@@ -104,7 +104,7 @@ def gradient_combination(
                 **_arrow(*g[t]),
                 mode="lines+markers",
                 name=f"g{t + 1} (task {t + 1})",
-                line={"color": task_color(t), "width": 5},
+                line={"color": task_grey(t), "width": 5, "dash": "solid" if t == 0 else "dash"},
                 marker={"symbol": "arrow", "angleref": "previous", "size": [0, 18]},
                 hovertemplate=f"g{t + 1} = (%{{x:.2f}}, %{{y:.2f}})<extra></extra>",
             )
@@ -115,7 +115,7 @@ def gradient_combination(
                 **_arrow(*d),
                 mode="lines+markers",
                 name=label(name),
-                line={"color": rule_color(i), "width": 2, "dash": "dot" if i % 2 else "solid"},
+                line={"color": rule_color(i), "width": 2.5, "dash": rule_dash(i)},
                 marker={"symbol": "arrow", "angleref": "previous", "size": [0, 13]},
                 hovertemplate=f"{label(name)}<br>w = ({w[0]:.2f}, {w[1]:.2f})<extra></extra>",
             )

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ._style import base_layout, rule_color
+from ._style import base_layout, rule_color, rule_dash
 
 
 def learning_curves(
@@ -52,7 +52,7 @@ def learning_curves(
                     legendgroup=r.label,
                     showlegend=first
                     and r.config.seed == min(q.config.seed for q in results if q.label == r.label),
-                    line={"color": rule_color(i)},
+                    line={"color": rule_color(i), "dash": rule_dash(i)},
                     opacity=0.9,
                 ),
                 row=1,

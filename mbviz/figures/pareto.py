@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .. import metrics as M
-from ._style import base_layout, rule_color
+from ._style import base_layout, rule_color, rule_symbol
 
 
 def _metric_of(result, task: str, metric: str | None) -> float:
@@ -98,7 +98,12 @@ def pareto_front(
                 y=ys,
                 mode="markers",
                 name=lab,
-                marker={"color": rule_color(i), "size": 12, "symbol": "diamond"},
+                marker={
+                    "color": rule_color(i),
+                    "size": 13,
+                    "symbol": rule_symbol(i),
+                    "line": {"color": "white", "width": 1},
+                },
                 text=[f"seed {r.config.seed}" for r in rs],
                 hovertemplate=lab + " %{text}<br>%{x:.4f}, %{y:.4f}<extra></extra>",
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from ._style import base_layout, rule_color
+from ._style import base_layout, rule_color, rule_dash
 
 
 def stability_traces(series, *, task: str | None = None) -> go.Figure:
@@ -21,7 +21,7 @@ def stability_traces(series, *, task: str | None = None) -> go.Figure:
                 y=s["weight"],
                 mode="lines",
                 name=f"beta = {beta:g} (std {sd:.3f})",
-                line={"color": rule_color(i)},
+                line={"color": rule_color(i), "dash": rule_dash(i)},
             )
         )
     fig.update_layout(

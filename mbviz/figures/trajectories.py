@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..rules import label
-from ._style import base_layout, rule_color
+from ._style import base_layout, rule_color, rule_dash
 
 
 def toy_trajectories(toy, trajectories) -> go.Figure:
@@ -74,6 +74,7 @@ def toy_trajectories(toy, trajectories) -> go.Figure:
     for k, t in trajectories.groupby(key, sort=False):
         rule = k[0] if isinstance(k, tuple) else k
         c = rule_color(rules.index(rule))
+        dash = rule_dash(rules.index(rule))
         first = rule not in shown
         shown.add(rule)
         fig.add_trace(
@@ -84,7 +85,7 @@ def toy_trajectories(toy, trajectories) -> go.Figure:
                 name=label(rule),
                 legendgroup=rule,
                 showlegend=first,
-                line={"color": c},
+                line={"color": c, "dash": dash},
             ),
             row=1,
             col=1,
@@ -97,7 +98,7 @@ def toy_trajectories(toy, trajectories) -> go.Figure:
                 name=label(rule),
                 legendgroup=rule,
                 showlegend=False,
-                line={"color": c},
+                line={"color": c, "dash": dash},
             ),
             row=1,
             col=2,

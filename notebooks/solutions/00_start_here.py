@@ -6,7 +6,7 @@ Run it from the repository root: ``python notebooks/solutions/00_start_here.py``
 from mbviz.course import check_multibalance_weights
 from mbviz.course.warmup import train_warmup
 
-bal, _ = train_warmup(steps=30)  # the notebook's run (SIZE = 1)
+bal, _ = train_warmup(steps=60, jump_at=30, batch_size=16)  # the notebook's run (SIZE = 1)
 
 # --- the answer ---------------------------------------------------------------
 relax = 0.7

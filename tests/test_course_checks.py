@@ -127,3 +127,54 @@ def test_delta_m_hint_names_the_baseline(capsys: pytest.CaptureFixture[str]) -> 
     assert not check_delta_m(10.0, **dm)
     out = capsys.readouterr().out
     assert "M_baseline" in out and "equal weighting" in out and "M_single" not in out
+
+
+def _load_solution(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "solutions" / name
+    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rule_exercise_accepts_the_solution_and_refuses_near_misses(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mbviz.course import check_multibalance_rule
+
+    good = _load_solution("02_multibalance_step_by_step.py").MyMultiBalance
+    capsys.readouterr()
+    assert check_multibalance_rule(good)
+
+    class NoEma(good):  # per-batch norms: right on step 1, wrong after
+        def weights(self, gram, state, step):
+            n = gram.diagonal().sqrt()
+            return self.relax * n[self.target] / (n + self.eps) + 1 - self.relax, dict(state)
+
+    class ForgetsState(good):  # the EMA is computed but never kept
+        def weights(self, gram, state, step):
+            w, _ = super().weights(gram, state, step)
+            return w, dict(state)
+
+    class Skeleton(good):
+        def weights(self, gram, state, step):
+            raise NotImplementedError("fill in weights()")
+
+    class WrongShape(good):
+        def weights(self, gram, state, step):
+            w, s = super().weights(gram, state, step)
+            return w[:-1], s
+
+    for cls in (NoEma, ForgetsState):
+        assert not check_multibalance_rule(cls)
+        out = capsys.readouterr().out
+        assert "step 2" in out and "state" in out
+    assert not check_multibalance_rule(Skeleton)
+    assert "not answered yet" in capsys.readouterr().out
+    assert not check_multibalance_rule(WrongShape)
+    assert "raised" in capsys.readouterr().out
+    assert not check_multibalance_rule(None)

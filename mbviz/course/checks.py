@@ -103,6 +103,73 @@ def check_multibalance_weights(
     )
 
 
+def check_multibalance_rule(
+    rule_cls: type | None, *, num_tasks: int = 3, beta: float = 0.9, relax: float = 0.7
+) -> bool:
+    """Exercise 02: a MultiBalance :class:`~mbkernels.rules.Rule` written by the learner.
+
+    ``rule_cls(num_tasks, beta=..., relax=..., target=0)`` must give, step after step, the
+    weights of the library's ``MultiBalanceRule`` (reference "target", bias correction on)
+    through a :class:`~mbkernels.Balancer` on the same Gram matrices (norms that drift and
+    jump), and the same gradient on ``Z`` through the fork in one backward."""
+    name = "your MultiBalance rule"
+    if rule_cls is None:
+        return _not_answered(name)
+    kwargs = {"beta": beta, "relax": relax, "target": 0}
+    try:
+        mine = Balancer(rule_cls(num_tasks, **kwargs))
+    except NotImplementedError:
+        return _not_answered(name)
+    except Exception as exc:
+        return _verdict(False, name, f"building it raised {type(exc).__name__}: {exc}")
+    ref = Balancer(MultiBalanceRule(num_tasks, reference="target", **kwargs))
+    gen = torch.Generator().manual_seed(0)
+    scales = torch.logspace(0, 2, num_tasks, dtype=torch.float64)  # 1 ... 100
+    for step in range(1, 13):
+        if step == 7:
+            scales[-1] *= 10.0  # the last task's loss jumps
+        g = scales[:, None] * (
+            1 + 0.3 * torch.randn(num_tasks, 6, generator=gen, dtype=torch.float64)
+        )
+        gram = g @ g.T
+        try:
+            got = mine.step_weights(gram)
+        except NotImplementedError:
+            return _not_answered(name)
+        except Exception as exc:
+            return _verdict(False, name, f"step {step} raised {type(exc).__name__}: {exc}")
+        expected = ref.step_weights(gram)
+        if got.shape != expected.shape or not torch.allclose(
+            got.double(), expected.double(), rtol=1e-5, atol=1e-7
+        ):
+            print(f"  step {step}: your weights {got.tolist()}")
+            print(f"  step {step}: expected     {expected.tolist()}")
+            if step == 1:
+                hint = (
+                    "n_t = sqrt(G_tt); the EMA starts at 0, so on step 1 m = (1 - beta) * n; "
+                    "w_t = relax * m_ref / (m_t + eps) + (1 - relax) with m_ref the target's m "
+                    "(divided by 1 - beta**step, which cancels in the ratio)"
+                )
+            else:
+                hint = (
+                    "step 1 was right, so look at the state: return the new EMA "
+                    "beta * m + (1 - beta) * n in the state dict, and read the old one from "
+                    "`state['ema']`"
+                )
+            return _verdict(False, name, hint)
+    # the fork: one backward of a small model through each balancer, the same z.grad
+    torch.manual_seed(0)
+    x, towers = torch.randn(32, 5), [torch.nn.Linear(5, 1) for _ in range(num_tasks)]
+    grads = []
+    for bal in (mine, ref):
+        z = x.clone().requires_grad_(True)
+        losses = [float(s) * t(z_t).square().mean() for s, t, z_t in zip(scales, towers, bal(z))]
+        sum(losses).backward()
+        grads.append(z.grad)
+    ok = bool(torch.allclose(grads[0], grads[1], rtol=1e-5, atol=1e-7))
+    return _verdict(ok, name, "the weights were right but z.grad differs: return float weights")
+
+
 def check_bytes_moved(
     answer: int | float | None, *, num_tasks: int, numel: int, dtype: str, method: str = "fused"
 ) -> bool:

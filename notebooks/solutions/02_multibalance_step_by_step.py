@@ -1,27 +1,40 @@
-"""Solution of the exercise in 02_multibalance_step_by_step.ipynb: weights with reference="mean"."""
+"""Solution of the exercise in 02_multibalance_step_by_step.ipynb: MultiBalance as a rule.
+
+Run it from the repository root: ``python notebooks/solutions/02_multibalance_step_by_step.py``.
+"""
 
 import torch
 
 import mbkernels as mbk
-from mbviz.course import check_multibalance_weights
-from mbviz.problems import SyntheticProblem
+from mbviz.course import check_multibalance_rule
 
-# The notebook's setting: the same problem, model and five batches.
-problem = SyntheticProblem(num_tasks=3, angle=120.0, scale_ratio=100.0, noise=0.5, rep_dim=4)
-torch.manual_seed(0)
-model = problem.make_model("mlp")
-bal_mean = mbk.MultiBalance(num_tasks=3, beta=0.9, relax=0.5, reference="mean")
-for seed in range(5):
-    b = problem.sample_batch(128, torch.Generator().manual_seed(seed))
-    z = model.representation(*b.inputs)
-    outs = [tower(z_t).squeeze(-1) for tower, z_t in zip(model.towers, bal_mean(z))]
-    sum(problem.task_losses(outs, b)).backward()
 
-# --- the answer ---------------------------------------------------------------
-relax = 0.5
-m = bal_mean.stats.ema  # the bias correction divides every m_t alike: it cancels in the ratio
-m_ref = m.mean()  # reference="mean"
-my_weights = (relax * m_ref / m + (1 - relax)).tolist()
-print("weights:", my_weights)
+class MyMultiBalance(mbk.rules.Rule):
+    """MultiBalance with a target task, from the formulas at the top of notebook 02."""
 
-assert check_multibalance_weights(my_weights, bal_mean)
+    name = "my_multibalance"
+    uses_cross_terms = False  # reads only the Gram diagonal
+
+    def __init__(self, num_tasks, beta=0.9, relax=0.7, target=0, eps=1e-8):
+        super().__init__(num_tasks)
+        self.beta, self.relax, self.target, self.eps = beta, relax, target, eps
+
+    def init_state(self, device=None):
+        return {"ema": torch.zeros(self.num_tasks, device=device)}
+
+    def weights(self, gram, state, step):
+        norms = gram.diagonal().clamp_min(0).sqrt()  # ||g_t|| from the Gram diagonal
+        # --- the answer -------------------------------------------------------
+        ema = self.beta * state["ema"].to(norms.dtype) + (1 - self.beta) * norms
+        m = ema / (1 - self.beta ** step.to(ema.dtype))  # bias correction (cancels in the ratio)
+        weights = self.relax * m[self.target] / (m + self.eps) + (1 - self.relax)
+        return weights, {"ema": ema.to(state["ema"].dtype)}
+
+
+assert check_multibalance_rule(MyMultiBalance)
+
+# It is a rule like the library's: any balancer can run it.
+bal = mbk.Balancer(MyMultiBalance(3))
+z = torch.randn(8, 4, requires_grad=True)
+sum((s * z_t).square().mean() for s, z_t in zip((1.0, 10.0, 100.0), bal(z))).backward()
+print("weights after one step:", bal.stats.weights.tolist())

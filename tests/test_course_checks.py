@@ -69,18 +69,12 @@ def test_new_checks_reject_wrong_answers() -> None:
         check_cosine,
         check_delta_m,
         check_ema_noise_factor,
-        check_pareto_point,
         check_throughput_ratio,
     )
 
     # cos of (1, 0) and (1, 1) is 1/sqrt(2), derived by hand
     assert check_cosine(2**-0.5, [1.0, 0.0], [1.0, 1.0])
     assert not check_cosine(0.5, [1.0, 0.0], [1.0, 1.0])
-    # round bowls, s = (1, 1), lam = 0.5: the midpoint of the centres
-    eye = [[1.0, 0.0], [0.0, 1.0]]
-    kw = dict(lam=0.5, scales=[1.0, 1.0], centers=[[0.0, 0.0], [2.0, 4.0]], curvatures=[eye, eye])
-    assert check_pareto_point([1.0, 2.0], **kw)
-    assert not check_pareto_point([0.0, 0.0], **kw)
     # beta = 0.5: sqrt(0.5 / 1.5)
     assert check_ema_noise_factor(3**-0.5, beta=0.5)
     assert not check_ema_noise_factor(0.5, beta=0.5)
@@ -178,3 +172,36 @@ def test_rule_exercise_accepts_the_solution_and_refuses_near_misses(
     assert not check_multibalance_rule(WrongShape)
     assert "raised" in capsys.readouterr().out
     assert not check_multibalance_rule(None)
+
+
+def test_mgda_exercise(capsys: pytest.CaptureFixture[str]) -> None:
+    import numpy as np
+
+    from mbviz.course import check_mgda_endpoint
+    from mbviz.problems import QuadraticToy
+
+    sol = _load_solution("03_pareto_fronts.py")
+    capsys.readouterr()
+    kw = dict(toy=QuadraticToy(scale_ratio=10.0), start=(0.0, 2.0), steps=150, lr=0.02)
+    assert check_mgda_endpoint(sol.min_norm_weights, "c1", **kw)
+    assert "prediction 'c1' was right" in capsys.readouterr().out
+    assert check_mgda_endpoint(sol.min_norm_weights, "c2", **kw)  # a wrong guess is explained
+    assert "prediction 'c2' was wrong" in capsys.readouterr().out
+
+    def unclipped(G):  # the stationary point without the simplex constraint
+        w = (G[1, 1] - G[0, 1]) / (G[0, 0] + G[1, 1] - 2 * G[0, 1])
+        return [w, 1 - w]
+
+    def equal(G):
+        return [0.5, 0.5]
+
+    def skeleton(G):
+        raise NotImplementedError
+
+    for wrong in (unclipped, equal):
+        assert not check_mgda_endpoint(wrong, "c1", **kw)
+        assert "clip w to [0, 1]" in capsys.readouterr().out
+    assert not check_mgda_endpoint(skeleton, None, **kw)
+    assert "not answered yet" in capsys.readouterr().out
+    assert not check_mgda_endpoint(None, None, **kw)
+    assert np.isfinite(sol.min_norm_weights(np.eye(2))).all()

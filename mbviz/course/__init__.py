@@ -11,9 +11,9 @@ from .checks import (
     check_cosine,
     check_delta_m,
     check_ema_noise_factor,
+    check_mgda_endpoint,
     check_multibalance_rule,
     check_multibalance_weights,
-    check_pareto_point,
     check_throughput_ratio,
 )
 from .syllabus import NOTEBOOKS, course_map
@@ -24,9 +24,9 @@ __all__ = [
     "check_cosine",
     "check_delta_m",
     "check_ema_noise_factor",
+    "check_mgda_endpoint",
     "check_multibalance_rule",
     "check_multibalance_weights",
-    "check_pareto_point",
     "check_throughput_ratio",
     "course_map",
 ]

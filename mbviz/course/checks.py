@@ -10,12 +10,13 @@ notebooks still execute top to bottom (nbval) before anybody solves them.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
 from mbkernels import Balancer
-from mbkernels.rules import MultiBalanceRule
+from mbkernels.rules import MGDAUB, MultiBalanceRule
 
 from .traffic import ITEMSIZE, bytes_moved
 
@@ -195,35 +196,75 @@ def check_cosine(answer: float | None, g1: Sequence[float], g2: Sequence[float])
     return _verdict(ok, name, "cos = <g1, g2> / (||g1|| ||g2||); it lies in [-1, 1]")
 
 
-def check_pareto_point(
-    answer: Sequence[float] | None,
+def check_mgda_endpoint(
+    min_norm_weights: Callable[[Any], Any] | None,
+    prediction: str | None,
     *,
-    lam: float,
-    scales: Sequence[float],
-    centers: Sequence[Sequence[float]],
-    curvatures: Sequence[Sequence[Sequence[float]]],
+    toy: Any,
+    start: Sequence[float],
+    steps: int,
+    lr: float,
 ) -> bool:
-    """Exercise 03: the minimiser of ``lam f1 + (1 - lam) f2`` for two quadratics
-    ``f_t(x) = s_t (x - c_t)^T A_t (x - c_t) / 2``: set the gradient of the weighted sum
-    to zero, ``sum_t w_t s_t A_t (x - c_t) = 0``, and solve the 2x2 system."""
-    name = "Pareto point"
-    if answer is None:
+    """Exercise 03: the learner's two-task min-norm weights, and a prediction of where
+    MGDA-UB stops on the toy (``"c1"`` or ``"c2"``: nearer which task's minimiser).
+
+    ``min_norm_weights(G)`` maps a ``[2, 2]`` Gram matrix (a numpy array) to ``(w1, w2)``.
+    It must match the library's ``MGDAUB(2)`` on random, nearly parallel and opposite
+    gradients; then the toy is stepped from ``start`` with it and must end where
+    ``toy.trajectory("mgda_ub", ...)`` ends. The prediction is compared with that end point
+    and explained, right or wrong; it does not change the verdict."""
+    import numpy as np
+
+    name = "MGDA-UB end point"
+    if min_norm_weights is None:
         return _not_answered(name)
-    w = torch.tensor([lam, 1.0 - lam], dtype=torch.float64) * torch.as_tensor(
-        scales, dtype=torch.float64
+    rule = MGDAUB(2)
+    gen = np.random.default_rng(0)
+    cases = [gen.normal(size=(2, 3)) for _ in range(5)]
+    cases += [np.array([[1.0, 0.0, 0.0], [0.99, 0.01, 0.0]]), np.array([[1.0, 0.2], [-3.0, 0.1]])]
+    cases += [np.array([[0.1, 0.0], [10.0, 1.0]])]  # one gradient much shorter
+    for g in cases:
+        gram = g @ g.T
+        try:
+            got = np.asarray(min_norm_weights(gram), dtype=np.float64).reshape(-1)
+        except NotImplementedError:
+            return _not_answered(name)
+        except Exception as exc:
+            return _verdict(False, name, f"min_norm_weights raised {type(exc).__name__}: {exc}")
+        want = rule.weights(torch.as_tensor(gram), {}, torch.tensor(1))[0].numpy()
+        if got.shape != (2,) or not np.allclose(got, want, atol=1e-6):
+            print(f"  G = {gram.round(4).tolist()}: yours {got.tolist()}, MGDA-UB {want.tolist()}")
+            return _verdict(
+                False,
+                name,
+                "minimise ||w g1 + (1 - w) g2||^2 = w^2 G11 + 2 w (1 - w) G12 + (1 - w)^2 G22 "
+                "over w: set the derivative to zero, then clip w to [0, 1]",
+            )
+    x = np.asarray(start, dtype=np.float64).copy()
+    for _ in range(steps):
+        g = toy.grads(x)
+        w = np.asarray(min_norm_weights(g @ g.T), dtype=np.float64).reshape(-1)
+        x = x - lr * (w[0] * g[0] + w[1] * g[1])
+    end = toy.trajectory("mgda_ub", start=start, steps=steps, lr=lr)[["x", "y"]].to_numpy()[-1]
+    if not np.allclose(x, end, atol=1e-4):
+        return _verdict(False, name, f"your path ends at {x.round(4)}, MGDA-UB's at {end.round(4)}")
+    d = [float(np.linalg.norm(end - c)) for c in toy.centers]
+    actual = "c1" if d[0] < d[1] else "c2"
+    print(
+        f"  MGDA-UB stops at ({end[0]:.3f}, {end[1]:.3f}): {d[0]:.2f} from c1, {d[1]:.2f} from "
+        f"c2, so nearer {actual}; your path ends at the same point."
     )
-    a = torch.as_tensor(curvatures, dtype=torch.float64)
-    c = torch.as_tensor(centers, dtype=torch.float64)
-    h = w[0] * a[0] + w[1] * a[1]
-    rhs = w[0] * a[0] @ c[0] + w[1] * a[1] @ c[1]
-    expected = torch.linalg.solve(h, rhs)
-    got = torch.as_tensor(answer, dtype=torch.float64).flatten()
-    if got.shape != expected.shape:
-        return _verdict(False, name, "give the point as two numbers, [x, y]")
-    ok = _compare(got.tolist(), expected.tolist(), atol=1e-6)
-    return _verdict(
-        ok, name, "solve (sum_t w_t s_t A_t) x = sum_t w_t s_t A_t c_t with w = (lam, 1 - lam)"
+    if prediction not in ("c1", "c2"):
+        print('  Your prediction: not given (write "c1" or "c2" before running the cell).')
+    else:
+        right = prediction == actual
+        print(f"  Your prediction {prediction!r} was {'right' if right else 'wrong'}.")
+    print(
+        "  Why: the min-norm combination leans toward the SHORTER gradient (the quiet task): "
+        "it is the point of the segment [g1, g2] closest to 0. MGDA-UB stops at the first "
+        "Pareto-stationary point it meets, while the plain sum follows the loud task."
     )
+    return _verdict(True, name, "")
 
 
 def check_ema_noise_factor(answer: float | None, *, beta: float) -> bool:

@@ -1,26 +1,31 @@
-"""Solution of the exercise in 03_pareto_fronts.ipynb: a Pareto point of round bowls."""
+"""Solution of the exercise in 03_pareto_fronts.ipynb: where MGDA-UB stops, by hand.
+
+Run it from the repository root: ``python notebooks/solutions/03_pareto_fronts.py``.
+"""
 
 import numpy as np
 
-from mbviz.course import check_pareto_point
+from mbviz.course import check_mgda_endpoint
 from mbviz.problems import QuadraticToy
 
-round_toy = QuadraticToy(scale_ratio=4.0, condition=1.0)
-lam = 0.25
+toy = QuadraticToy(scale_ratio=10.0)  # the notebook's toy (SIZE = 1)
+start, steps, lr = (0.0, 2.0), 150, 0.02
 
-# With A_1 = A_2 = I, the gradient of lam f_1 + (1 - lam) f_2 is
-#   lam s_1 (x - c_1) + (1 - lam) s_2 (x - c_2) = 0,
-# so x* is the average of the centres weighted by lam s_1 and (1 - lam) s_2.
-a = lam * round_toy.scales[0]
-b = (1 - lam) * round_toy.scales[1]
-my_point = ((a * round_toy.centers[0] + b * round_toy.centers[1]) / (a + b)).tolist()
-print("Pareto point:", my_point)
-assert np.allclose(my_point, round_toy.pareto_point(lam))  # the toy's own closed form agrees
+# The prediction: the min-norm point of the segment between g1 and g2 lies nearer the
+# SHORTER gradient, task 1's (task 2's loss is 10x louder), so MGDA-UB leans toward task 1
+# and stops at the first Pareto-stationary point on that side.
+my_prediction = "c1"
 
-assert check_pareto_point(
-    my_point,
-    lam=lam,
-    scales=round_toy.scales,
-    centers=round_toy.centers,
-    curvatures=round_toy.curvatures,
+
+def min_norm_weights(G):
+    # ||w g1 + (1 - w) g2||^2 = w^2 G11 + 2 w (1 - w) G12 + (1 - w)^2 G22; its derivative
+    # 2 w (G11 - 2 G12 + G22) - 2 (G22 - G12) vanishes at w = (G22 - G12) / (G11 + G22 - 2 G12),
+    # and the simplex clips w to [0, 1]. Parallel equal gradients (denominator 0): any w.
+    denom = G[0, 0] + G[1, 1] - 2 * G[0, 1]
+    w = 0.5 if denom <= 0 else float(np.clip((G[1, 1] - G[0, 1]) / denom, 0.0, 1.0))
+    return [w, 1.0 - w]
+
+
+assert check_mgda_endpoint(
+    min_norm_weights, my_prediction, toy=toy, start=start, steps=steps, lr=lr
 )

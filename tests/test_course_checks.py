@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import mbkernels as mbk
-from mbviz.course import check_bytes_moved, check_multibalance_weights
+from mbviz.course import check_multibalance_weights
 from mbviz.course.traffic import bytes_moved
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,13 +51,10 @@ def test_weights_check_against_hand_computed_values(capsys: pytest.CaptureFixtur
     assert "correct!" in out and "not quite" in out and "not answered yet" in out
 
 
-def test_bytes_check_and_formula() -> None:
+def test_bytes_formula() -> None:
     # T = 2 tasks of N = 10 float32: fused 5 passes of 10 elements, naive 13.
     assert bytes_moved(2, 10, "float32", "fused") == 5 * 10 * 4
     assert bytes_moved(2, 10, "float32", "naive") == 13 * 10 * 4
-    assert check_bytes_moved(200, num_tasks=2, numel=10, dtype="float32")
-    assert not check_bytes_moved(80, num_tasks=2, numel=10, dtype="float32")
-    assert not check_bytes_moved(None, num_tasks=2, numel=10, dtype="float32")
     with pytest.raises(ValueError, match="dtype"):
         bytes_moved(2, 10, "int8")
     with pytest.raises(ValueError, match="method"):
@@ -205,3 +202,44 @@ def test_mgda_exercise(capsys: pytest.CaptureFixture[str]) -> None:
     assert "not answered yet" in capsys.readouterr().out
     assert not check_mgda_endpoint(None, None, **kw)
     assert np.isfinite(sol.min_norm_weights(np.eye(2))).all()
+
+
+@pytest.mark.interpret
+def test_weighted_sum_kernel_exercise(capsys: pytest.CaptureFixture[str]) -> None:
+    import triton
+    import triton.language as tl
+
+    from mbviz.course import check_weighted_sum_kernel
+
+    sol = _load_solution("06_inside_the_triton_kernel.py")
+    capsys.readouterr()
+    assert check_weighted_sum_kernel(sol.my_weighted_sum)
+
+    @triton.jit
+    def first_task_only(g_ptr, w_ptr, out_ptr, T, N, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        mask = offs < N
+        g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+        tl.store(out_ptr + offs, (tl.load(w_ptr) * g).to(out_ptr.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def skeleton(g_ptr, w_ptr, out_ptr, T, N, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        acc = tl.zeros([BLOCK], dtype=tl.float32)
+        tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=offs < N)
+
+    def launcher(kernel, block=128):
+        def run(g, w):
+            out = torch.empty(g.shape[1], dtype=g.dtype)
+            grid = (triton.cdiv(g.shape[1], block),)
+            kernel[grid](g.contiguous(), w, out, g.shape[0], g.shape[1], BLOCK=block)
+            return out
+
+        return run
+
+    assert not check_weighted_sum_kernel(launcher(first_task_only))
+    assert "Loop over the T tasks" in capsys.readouterr().out
+    assert not check_weighted_sum_kernel(launcher(skeleton))
+    assert "not answered yet" in capsys.readouterr().out
+    assert not check_weighted_sum_kernel(lambda g, w: (w[:, None] * g).sum(0).double())
+    assert "g's dtype" in capsys.readouterr().out

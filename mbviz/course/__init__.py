@@ -7,7 +7,6 @@ notebook with an unanswered exercise still runs top to bottom under nbval.
 """
 
 from .checks import (
-    check_bytes_moved,
     check_cosine,
     check_delta_m,
     check_ema_noise_factor,
@@ -15,12 +14,12 @@ from .checks import (
     check_multibalance_rule,
     check_multibalance_weights,
     check_throughput_ratio,
+    check_weighted_sum_kernel,
 )
 from .syllabus import NOTEBOOKS, course_map
 
 __all__ = [
     "NOTEBOOKS",
-    "check_bytes_moved",
     "check_cosine",
     "check_delta_m",
     "check_ema_noise_factor",
@@ -28,5 +27,6 @@ __all__ = [
     "check_multibalance_rule",
     "check_multibalance_weights",
     "check_throughput_ratio",
+    "check_weighted_sum_kernel",
     "course_map",
 ]

@@ -18,8 +18,6 @@ import torch
 from mbkernels import Balancer
 from mbkernels.rules import MGDAUB, MultiBalanceRule
 
-from .traffic import ITEMSIZE, bytes_moved
-
 #: Answers are accepted when they are within half a percent of the exact value: what three
 #: significant figures give, also when intermediate results were rounded to three figures
 #: (1/3 typed as 0.333 is right).
@@ -171,17 +169,56 @@ def check_multibalance_rule(
     return _verdict(ok, name, "the weights were right but z.grad differs: return float weights")
 
 
-def check_bytes_moved(
-    answer: int | float | None, *, num_tasks: int, numel: int, dtype: str, method: str = "fused"
-) -> bool:
-    """Exercise 06: bytes the fused (or naive) step must move for T gradients of N elements."""
-    name = f"bytes moved ({method})"
-    if answer is None:
+def check_weighted_sum_kernel(my_weighted_sum: Callable[[Any, Any], Any] | None) -> bool:
+    """Exercise 06: pass 2 written as a Triton kernel by the learner.
+
+    ``my_weighted_sum(g, w)`` takes gradients stacked as ``g [T, N]`` and weights ``w [T]``
+    (float32) and returns ``sum_t w[t] * g[t]`` in ``g``'s dtype. It is run on sizes that
+    are not multiples of any block (N = 1, 129, 1000), T = 1, 3, 5 and float32 / float16
+    gradients (plus bfloat16 compiled on a GPU), against a float64 reference."""
+    name = "your weighted-sum kernel"
+    from mbkernels.ops import triton_available
+
+    if not triton_available():
+        print(
+            f"[{name}] Triton is not installed here (it exists for Linux only): read the "
+            "solution, notebooks/solutions/06_inside_the_triton_kernel.py."
+        )
+        return False
+    if my_weighted_sum is None:
         return _not_answered(name)
-    expected = bytes_moved(num_tasks, numel, dtype, method)
-    ok = _compare([float(answer)], [float(expected)])
-    reads = "2T reads and 1 write" if method == "fused" else "count every read and write"
-    return _verdict(ok, name, f"{reads} of N elements of {ITEMSIZE.get(dtype)} bytes each")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtypes = [torch.float32, torch.float16] + ([torch.bfloat16] if device == "cuda" else [])
+    gen = torch.Generator().manual_seed(0)
+    for dtype in dtypes:
+        for t, n in ((1, 1), (3, 129), (5, 1000)):
+            g = torch.randn(t, n, generator=gen).mul(torch.logspace(-1, 1, t)[:, None])
+            w = torch.rand(t, generator=gen) + 0.1
+            ref = (w.double()[:, None] * g.to(dtype).double()).sum(0)
+            try:
+                out = my_weighted_sum(g.to(device, dtype), w.to(device))
+            except NotImplementedError:
+                return _not_answered(name)
+            except Exception as exc:
+                return _verdict(
+                    False, name, f"T={t}, N={n}, {dtype}: raised {type(exc).__name__}: {exc}"
+                )
+            if not isinstance(out, torch.Tensor) or out.shape != (n,) or out.dtype != dtype:
+                got = (tuple(out.shape), out.dtype) if isinstance(out, torch.Tensor) else out
+                return _verdict(False, name, f"return a [N] tensor of g's dtype, got {got}")
+            if not bool(out.any()):  # the skeleton stores its zero accumulator
+                return _not_answered(name)
+            tol = 1e-5 if dtype == torch.float32 else 1e-2
+            err = float((out.double().cpu() - ref).abs().max() / ref.abs().max())
+            if err > tol:
+                return _verdict(
+                    False,
+                    name,
+                    f"T={t}, N={n}, {dtype}: relative error {err:.2g}. Loop over the T tasks: "
+                    "load w[t] and this block of row t (offset t * N, masked), accumulate "
+                    "w[t] * g in float32, store once",
+                )
+    return _verdict(True, name, "")
 
 
 def check_cosine(answer: float | None, g1: Sequence[float], g2: Sequence[float]) -> bool:

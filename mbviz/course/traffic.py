@@ -26,3 +26,22 @@ def bytes_moved(num_tasks: int, numel: int, dtype: str, method: str = "fused") -
     if method not in TASK_PASSES:
         raise ValueError(f"method must be one of {sorted(TASK_PASSES)}, got {method!r}")
     return (TASK_PASSES[method] * num_tasks + 1) * numel * ITEMSIZE[dtype]
+
+
+#: Nominal peak memory bandwidths (bytes/s) for turning bytes into time in notebook 06.
+#: Vendor figures, not measurements: a real kernel reaches a fraction of them.
+BANDWIDTHS = {
+    "laptop, dual-channel DDR5 (~60 GB/s)": 60e9,
+    "A100 80GB, HBM2e (2.0 TB/s)": 2.0e12,
+    "H200, HBM3e (4.8 TB/s)": 4.8e12,
+}
+
+
+def transfer_time_us(
+    num_tasks: int, numel: int, dtype: str, method: str, bandwidth: float
+) -> float:
+    """Microseconds that :func:`bytes_moved` takes at ``bandwidth`` bytes/s: the time of one
+    balancing step if memory traffic were all that counted (a lower bound)."""
+    if not bandwidth > 0:
+        raise ValueError(f"bandwidth must be > 0 bytes/s, got {bandwidth!r}")
+    return bytes_moved(num_tasks, numel, dtype, method) / bandwidth * 1e6

@@ -1,20 +1,43 @@
-"""Solution of the exercise in 06_inside_the_triton_kernel.ipynb: bytes moved by one step.
+"""Solution of the exercise in 06_inside_the_triton_kernel.ipynb: pass 2 as a Triton kernel.
 
 Run it from the repository root: ``python notebooks/solutions/06_inside_the_triton_kernel.py``.
+Without a GPU it runs through Triton's interpreter (switched on below, before the import).
 """
 
-from mbviz.course import check_bytes_moved
+import os
 
-T = 4
-N = 2048 * 256  # elements of Z, and of every task's gradient dL_t/dZ
-s = 2  # bytes per bfloat16 element
+import torch
 
-# Pass 1 reads every gradient once (T*N), pass 2 reads them again (T*N) and writes the
-# combined gradient once (N): (2T + 1) * N elements.
-my_bytes = (2 * T + 1) * N * s
-print(f"{my_bytes:,} bytes = {my_bytes / 2**20:.1f} MiB")
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # before the first `import triton`
 
-# Bonus: at 3 TB/s that is my_bytes / 3e12 seconds.
-print(f"about {my_bytes / 3e12 * 1e6:.1f} microseconds at 3 TB/s")
+import triton
+import triton.language as tl
 
-assert check_bytes_moved(my_bytes, num_tasks=T, numel=N, dtype="bfloat16")
+from mbviz.course import check_weighted_sum_kernel
+
+
+@triton.jit
+def my_weighted_sum_kernel(g_ptr, w_ptr, out_ptr, T, N, BLOCK: tl.constexpr):
+    """out[i] = sum_t w[t] * g[t, i] for gradients stacked row-major as g [T, N]."""
+    pid = tl.program_id(0)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)  # this program's block of the output
+    mask = offs < N  # the last block runs past N
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    # --- the answer -----------------------------------------------------------
+    for t in range(T):
+        w_t = tl.load(w_ptr + t)  # one float32 weight
+        g = tl.load(g_ptr + t * N + offs, mask=mask, other=0.0)  # this block of row t
+        acc += w_t * g.to(tl.float32)  # accumulate in float32 whatever the input dtype
+    # ---------------------------------------------------------------------------
+    tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)  # one write
+
+
+def my_weighted_sum(g, w, BLOCK=128):
+    out = torch.empty(g.shape[1], dtype=g.dtype, device=g.device)
+    grid = (triton.cdiv(g.shape[1], BLOCK),)  # one program per block of the output
+    my_weighted_sum_kernel[grid](g.contiguous(), w, out, g.shape[0], g.shape[1], BLOCK=BLOCK)
+    return out
+
+
+assert check_weighted_sum_kernel(my_weighted_sum)

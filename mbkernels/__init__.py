@@ -7,6 +7,7 @@
 from . import ops, rules
 from .balancer import Balancer, GramReduce
 from .checkpoint import check_state_dict, load_state_dict
+from .distributed import joint_mean_losses
 from .fork import fork
 from .multibalance import MultiBalance
 from .nonfinite import NONFINITE_POLICIES, NonFiniteGradientError
@@ -50,6 +51,7 @@ __all__ = [
     "check_state_dict",
     "cosine_from_gram",
     "fork",
+    "joint_mean_losses",
     "load_state_dict",
     "make_rule",
     "ops",

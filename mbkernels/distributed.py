@@ -27,6 +27,7 @@ keeps this collective out of DDP's own bucket all-reduces.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -65,3 +66,48 @@ def all_reduce_gram(gram: Tensor, group: Any = None) -> Tensor:
     out = gram.to(torch.float64).clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
     return out / float(world * world)
+
+
+def joint_mean_losses(
+    loss_sums: Sequence[Tensor],
+    counts: Sequence[int | Tensor],
+    *,
+    process_group: Any = "auto",
+) -> list[Tensor]:
+    """Each task's loss as this rank's share of its mean over the labelled rows of the
+    *joint* batch, for tasks that label only some rows (a like or a rating exists only for
+    rated items).
+
+    ``loss_sums[t]`` is this rank's loss summed over its labelled rows of task ``t``,
+    ``counts[t]`` how many rows that is. With ``R`` ranks and ``N_t`` labelled rows in all,
+    rank ``r`` returns ``R * S_t^r / N_t``: DDP's average of the parameter gradients is then
+    the gradient of the joint mean ``sum_r S_t^r / N_t``, and the balancer's all-reduced
+    Gram matrix is exactly the single-process one. A per-rank mean ``S_t^r / n_t^r`` is
+    exact only when every rank has the same number of labelled rows of each task.
+
+    One all-reduce of the ``T`` counts (float64, on the losses' device) when
+    torch.distributed is initialised with more than one rank (``process_group`` as for
+    :class:`~mbkernels.Balancer`); otherwise the plain means ``S_t / n_t``. A task with no
+    labelled row anywhere gets its (zero) sum back.
+    """
+    if len(loss_sums) == 0 or len(loss_sums) != len(counts):
+        raise ValueError(
+            "loss_sums and counts must be non-empty and of the same length, got "
+            f"{len(loss_sums)} and {len(counts)}"
+        )
+    if not all(isinstance(s, Tensor) and s.dim() == 0 for s in loss_sums):
+        raise ValueError("loss_sums must be 0-d tensors (each task's summed loss on this rank)")
+    device = loss_sums[0].device
+    local = torch.stack(
+        [torch.as_tensor(c, dtype=torch.float64, device=device).reshape(()) for c in counts]
+    )
+    if bool((local < 0).any()) or not bool(torch.isfinite(local).all()):
+        raise ValueError(f"counts must be finite numbers >= 0, got {local.tolist()}")
+    reduce, group = active_group(check_process_group(process_group))
+    total, world = local, 1
+    if reduce:
+        total = local.clone()
+        dist.all_reduce(total, group=group)
+        world = dist.get_world_size(group)
+    scale = world / total.clamp_min(1.0)
+    return [s * scale[t].to(s.dtype) for t, s in enumerate(loss_sums)]

@@ -36,6 +36,40 @@ def test_two_gloo_ranks_equal_one_process_on_the_joint_batch() -> None:
     assert torch.isfinite(ranks[0]["nf_grads"]).all() and torch.isfinite(ranks[1]["nf_grads"]).all()
 
 
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_partly_labelled_tasks_need_the_joint_mean() -> None:
+    """Tasks labelled on 75 % of rank 0's rows and 25 % of rank 1's: per-rank means weight
+    rank 1's few labels three times as much as the joint batch does, so the run departs from
+    one process; joint_mean_losses makes it exact again."""
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    diffs = {}
+    for loss in ("rank_mean", "joint_mean"):
+        cfg = Config(world_size=2, steps=4, batch_per_rank=16, partial_labels=True, loss=loss)
+        ranks, single = train_distributed(cfg), train_single(cfg)
+        assert torch.equal(ranks[0]["weights"], ranks[1]["weights"])
+        diffs[loss] = (
+            float((ranks[0]["params"] - single["params"]).abs().max()),
+            float((ranks[0]["weights"] - single["weights"]).abs().max()),
+        )
+    assert diffs["joint_mean"][0] < 1e-6 and diffs["joint_mean"][1] < 1e-5, diffs
+    assert diffs["rank_mean"][0] > 1e-3 and diffs["rank_mean"][1] > 1e-2, diffs
+
+
+def test_joint_mean_losses_in_one_process() -> None:
+    sums = [torch.tensor(6.0), torch.tensor(0.0), torch.tensor(5.0, dtype=torch.float64)]
+    out = mbk.joint_mean_losses(sums, [3, 0, torch.tensor(2)])
+    assert [float(o) for o in out] == [2.0, 0.0, 2.5]  # plain means; no label: its zero sum
+    assert out[2].dtype == torch.float64
+    with pytest.raises(ValueError, match="same length"):
+        mbk.joint_mean_losses(sums, [1, 2])
+    with pytest.raises(ValueError, match="counts must be finite numbers >= 0"):
+        mbk.joint_mean_losses(sums, [1, -1, 2])
+    with pytest.raises(ValueError, match="0-d tensors"):
+        mbk.joint_mean_losses([torch.ones(2)], [1])
+
+
 def _nonfinite_on_one_rank(rank: int, cfg: Config) -> dict[str, torch.Tensor]:
     """In the spawned ranks: a balancer on its own group, ``nonfinite="skip_task"``; on
     step 2, task 1's gradient is NaN on rank 1 only."""

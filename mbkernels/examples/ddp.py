@@ -43,12 +43,21 @@ class MultiTaskNet(nn.Module):
         self.towers = nn.ModuleList(nn.Linear(d, 1) for _ in range(num_tasks))
         self.task_scales = [10.0 ** (t / 2) for t in range(num_tasks)]  # unequal tasks
 
-    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+    def forward(self, x: Tensor, y: Tensor, labelled: Tensor, loss: str = "rank_mean") -> Tensor:
+        """``labelled[i, t]``: row i has a label for task t. ``loss="rank_mean"`` averages
+        each task over this rank's labelled rows; ``"joint_mean"`` over the joint batch's
+        (:func:`mbkernels.joint_mean_losses`), exact when ranks hold different numbers of
+        labels."""
         zs = self.balancer(self.bottom(x))
-        losses = [
-            s * (tower(z).squeeze(-1) - y[:, t]).pow(2).mean()  # mean over this rank's rows
-            for t, (s, tower, z) in enumerate(zip(self.task_scales, self.towers, zs))
-        ]
+        sums, counts = [], []
+        for t, (s, tower, z) in enumerate(zip(self.task_scales, self.towers, zs)):
+            sq = s * (tower(z).squeeze(-1) - y[:, t]).pow(2)
+            sums.append(torch.where(labelled[:, t], sq, 0.0).sum())
+            counts.append(labelled[:, t].sum())
+        if loss == "joint_mean":
+            losses = mbk.joint_mean_losses(sums, counts)
+        else:
+            losses = [sm / c.clamp_min(1) for sm, c in zip(sums, counts)]
         return torch.stack(losses).sum()
 
 
@@ -60,17 +69,30 @@ class Config:
     num_tasks: int = 3
     lr: float = 0.01
     seed: int = 0
+    #: Tasks 1.. labelled on only some rows, more of them on rank 0 than on the others.
+    partial_labels: bool = False
+    #: "rank_mean" (each rank's mean over its labelled rows) or "joint_mean".
+    loss: str = "rank_mean"
 
 
-def joint_batches(cfg: Config) -> list[tuple[Tensor, Tensor]]:
-    """The joint batches (``world_size * batch_per_rank`` rows each)."""
+def joint_batches(cfg: Config) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """The joint batches (``world_size * batch_per_rank`` rows each): inputs, targets and
+    which rows are labelled for each task. With ``partial_labels``, task 0 is labelled
+    everywhere and the others on 75 % of rank 0's rows and 25 % of the other ranks'."""
     g = torch.Generator().manual_seed(cfg.seed + 1)
     rows = cfg.world_size * cfg.batch_per_rank
     w = torch.randn(8, cfg.num_tasks, generator=g)
+    rate = torch.full((rows, 1), 0.25)
+    rate[: cfg.batch_per_rank] = 0.75
     out = []
     for _ in range(cfg.steps):
         x = torch.randn(rows, 8, generator=g)
-        out.append((x, torch.tanh(x @ w) + 0.1 * torch.randn(rows, cfg.num_tasks, generator=g)))
+        y = torch.tanh(x @ w) + 0.1 * torch.randn(rows, cfg.num_tasks, generator=g)
+        labelled = torch.ones(rows, cfg.num_tasks, dtype=torch.bool)
+        if cfg.partial_labels:
+            draw = torch.rand(rows, cfg.num_tasks, generator=g) < rate
+            labelled[:, 1:] = draw[:, 1:]
+        out.append((x, y, labelled))
     return out
 
 
@@ -84,9 +106,9 @@ def train_single(cfg: Config) -> dict[str, Tensor]:
     model = new_model(cfg)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr)
     weights = []
-    for x, y in joint_batches(cfg):
+    for x, y, labelled in joint_batches(cfg):
         opt.zero_grad()
-        model(x, y).backward()
+        model(x, y, labelled).backward()  # one process: both losses are the joint mean
         opt.step()
         weights.append(model.balancer.weights.clone())
     return {"params": _flat(model), "weights": torch.stack(weights)}
@@ -115,9 +137,12 @@ def _worker(
         opt = torch.optim.SGD(ddp.parameters(), lr=cfg.lr)
         lo, hi = rank * cfg.batch_per_rank, (rank + 1) * cfg.batch_per_rank
         weights = []
-        for x, y in joint_batches(cfg):
+        for x, y, labelled in joint_batches(cfg):
             opt.zero_grad()
-            ddp(x[lo:hi].to(device), y[lo:hi].to(device)).backward()
+            rows = slice(lo, hi)
+            ddp(
+                x[rows].to(device), y[rows].to(device), labelled[rows].to(device), cfg.loss
+            ).backward()
             opt.step()
             weights.append(model.balancer.weights.detach().cpu().clone())
         result = {"params": _flat(model).cpu(), "weights": torch.stack(weights)}
@@ -146,12 +171,29 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--world-size", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument(
+        "--partial-labels",
+        action="store_true",
+        help="tasks 1.. labelled on some rows only, unevenly across ranks",
+    )
+    parser.add_argument(
+        "--loss",
+        choices=("rank_mean", "joint_mean"),
+        default="rank_mean",
+        help="each rank's mean over its labelled rows, or the joint batch's (exact)",
+    )
     args = parser.parse_args(argv)
-    cfg = Config(world_size=args.world_size, steps=args.steps)
+    cfg = Config(
+        world_size=args.world_size,
+        steps=args.steps,
+        partial_labels=args.partial_labels,
+        loss=args.loss,
+    )
     ranks = train_distributed(cfg)
     single = train_single(cfg)
     same_weights = all(torch.equal(r["weights"], ranks[0]["weights"]) for r in ranks)
-    print(f"ranks: {cfg.world_size}, steps: {cfg.steps}")
+    labels = "partly labelled tasks" if cfg.partial_labels else "fully labelled tasks"
+    print(f"ranks: {cfg.world_size}, steps: {cfg.steps}, {labels}, loss: {cfg.loss}")
     print(f"per-rank weights bit-identical: {same_weights}")
     print(f"last weights: {ranks[0]['weights'][-1].tolist()}")
     for r, res in enumerate(ranks):

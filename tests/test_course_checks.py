@@ -28,75 +28,6 @@ def test_every_notebook_has_a_solution() -> None:
     assert notebooks <= {p.stem for p in SOLUTIONS}
 
 
-def _balancer_after_two_steps() -> mbk.MultiBalance:
-    bal = mbk.MultiBalance(num_tasks=3, beta=0.5, relax=0.7, reference="target", target=1)
-    for scale in (1.0, 2.0):
-        z = torch.ones(4, 2, requires_grad=True)
-        zs = bal(z)
-        # dL_t/dz = c_t everywhere: norms 2*sqrt(2)*c_t with c = (1, 4, 0.5) * scale
-        sum(c * scale * zt.sum() for c, zt in zip((1.0, 4.0, 0.5), zs)).backward()
-    return bal
-
-
-def test_weights_check_against_hand_computed_values(capsys: pytest.CaptureFixture[str]) -> None:
-    bal = _balancer_after_two_steps()
-    # Every norm is proportional to c_t, so m_ref / m_t = c_1 / c_t = (4, 1, 8).
-    by_hand = [0.7 * 4 + 0.3, 1.0, 0.7 * 8 + 0.3]
-    assert check_multibalance_weights(by_hand, bal)
-    assert torch.allclose(bal.stats.weights.double(), torch.tensor(by_hand, dtype=torch.float64))
-    assert not check_multibalance_weights([1.0, 1.0, 1.0], bal)
-    assert not check_multibalance_weights([1.0, 2.0], bal)  # wrong length: a hint, no exception
-    assert not check_multibalance_weights(None, bal)
-    out = capsys.readouterr().out
-    assert "correct!" in out and "not quite" in out and "not answered yet" in out
-
-
-def test_bytes_check_and_formula() -> None:
-    # T = 2 tasks of N = 10 float32: fused 5 passes of 10 elements, naive 13.
-    assert bytes_moved(2, 10, "float32", "fused") == 5 * 10 * 4
-    assert bytes_moved(2, 10, "float32", "naive") == 13 * 10 * 4
-    assert check_bytes_moved(200, num_tasks=2, numel=10, dtype="float32")
-    assert not check_bytes_moved(80, num_tasks=2, numel=10, dtype="float32")
-    assert not check_bytes_moved(None, num_tasks=2, numel=10, dtype="float32")
-    with pytest.raises(ValueError, match="dtype"):
-        bytes_moved(2, 10, "int8")
-    with pytest.raises(ValueError, match="method"):
-        bytes_moved(2, 10, "float32", "magic")
-
-
-def test_new_checks_reject_wrong_answers() -> None:
-    from mbviz.course import (
-        check_cosine,
-        check_delta_m,
-        check_ema_noise_factor,
-        check_pareto_point,
-        check_throughput_ratio,
-    )
-
-    # cos of (1, 0) and (1, 1) is 1/sqrt(2), derived by hand
-    assert check_cosine(2**-0.5, [1.0, 0.0], [1.0, 1.0])
-    assert not check_cosine(0.5, [1.0, 0.0], [1.0, 1.0])
-    # round bowls, s = (1, 1), lam = 0.5: the midpoint of the centres
-    eye = [[1.0, 0.0], [0.0, 1.0]]
-    kw = dict(lam=0.5, scales=[1.0, 1.0], centers=[[0.0, 0.0], [2.0, 4.0]], curvatures=[eye, eye])
-    assert check_pareto_point([1.0, 2.0], **kw)
-    assert not check_pareto_point([0.0, 0.0], **kw)
-    # beta = 0.5: sqrt(0.5 / 1.5)
-    assert check_ema_noise_factor(3**-0.5, beta=0.5)
-    assert not check_ema_noise_factor(0.5, beta=0.5)
-    # AUC 0.8 -> 0.84 (+5%), RMSE 1.0 -> 1.1 (-10%): mean -2.5%
-    dm = dict(
-        method={"a": 0.84, "r": 1.1},
-        baseline={"a": 0.8, "r": 1.0},
-        higher_is_better={"a": True, "r": False},
-    )
-    assert check_delta_m(-2.5, **dm)
-    assert not check_delta_m(7.5, **dm)
-    # T = 3 backward passes costing 2 forwards each: (1 + 2) / (1 + 6)
-    assert check_throughput_ratio(3 / 7, num_tasks=3, backward_over_forward=2.0)
-    assert not check_throughput_ratio(1 / 3, num_tasks=3, backward_over_forward=2.0)
-
-
 class _TwoTowers(torch.nn.Module):
     """Shared bottom -> Z [B, 4] -> three linear towers; the third loss is 10x larger."""
 
@@ -169,3 +100,72 @@ def test_fork_step_check_accepts_the_fork_and_rejects_the_usual_mistakes(
     assert out.count("correct!") == 2 and "not answered yet" in out
     assert "got no gradient" in out and "backward passes" in out and "optimizer.step()" in out
     assert "RuntimeError: typo" in out
+
+
+def _balancer_after_two_steps() -> mbk.MultiBalance:
+    bal = mbk.MultiBalance(num_tasks=3, beta=0.5, relax=0.7, reference="target", target=1)
+    for scale in (1.0, 2.0):
+        z = torch.ones(4, 2, requires_grad=True)
+        zs = bal(z)
+        # dL_t/dz = c_t everywhere: norms 2*sqrt(2)*c_t with c = (1, 4, 0.5) * scale
+        sum(c * scale * zt.sum() for c, zt in zip((1.0, 4.0, 0.5), zs)).backward()
+    return bal
+
+
+def test_weights_check_against_hand_computed_values(capsys: pytest.CaptureFixture[str]) -> None:
+    bal = _balancer_after_two_steps()
+    # Every norm is proportional to c_t, so m_ref / m_t = c_1 / c_t = (4, 1, 8).
+    by_hand = [0.7 * 4 + 0.3, 1.0, 0.7 * 8 + 0.3]
+    assert check_multibalance_weights(by_hand, bal)
+    assert torch.allclose(bal.stats.weights.double(), torch.tensor(by_hand, dtype=torch.float64))
+    assert not check_multibalance_weights([1.0, 1.0, 1.0], bal)
+    assert not check_multibalance_weights([1.0, 2.0], bal)  # wrong length: a hint, no exception
+    assert not check_multibalance_weights(None, bal)
+    out = capsys.readouterr().out
+    assert "correct!" in out and "not quite" in out and "not answered yet" in out
+
+
+def test_bytes_check_and_formula() -> None:
+    # T = 2 tasks of N = 10 float32: fused 5 passes of 10 elements, naive 13.
+    assert bytes_moved(2, 10, "float32", "fused") == 5 * 10 * 4
+    assert bytes_moved(2, 10, "float32", "naive") == 13 * 10 * 4
+    assert check_bytes_moved(200, num_tasks=2, numel=10, dtype="float32")
+    assert not check_bytes_moved(80, num_tasks=2, numel=10, dtype="float32")
+    assert not check_bytes_moved(None, num_tasks=2, numel=10, dtype="float32")
+    with pytest.raises(ValueError, match="dtype"):
+        bytes_moved(2, 10, "int8")
+    with pytest.raises(ValueError, match="method"):
+        bytes_moved(2, 10, "float32", "magic")
+
+
+def test_new_checks_reject_wrong_answers() -> None:
+    from mbviz.course import (
+        check_cosine,
+        check_delta_m,
+        check_ema_noise_factor,
+        check_pareto_point,
+        check_throughput_ratio,
+    )
+
+    # cos of (1, 0) and (1, 1) is 1/sqrt(2), derived by hand
+    assert check_cosine(2**-0.5, [1.0, 0.0], [1.0, 1.0])
+    assert not check_cosine(0.5, [1.0, 0.0], [1.0, 1.0])
+    # round bowls, s = (1, 1), lam = 0.5: the midpoint of the centres
+    eye = [[1.0, 0.0], [0.0, 1.0]]
+    kw = dict(lam=0.5, scales=[1.0, 1.0], centers=[[0.0, 0.0], [2.0, 4.0]], curvatures=[eye, eye])
+    assert check_pareto_point([1.0, 2.0], **kw)
+    assert not check_pareto_point([0.0, 0.0], **kw)
+    # beta = 0.5: sqrt(0.5 / 1.5)
+    assert check_ema_noise_factor(3**-0.5, beta=0.5)
+    assert not check_ema_noise_factor(0.5, beta=0.5)
+    # AUC 0.8 -> 0.84 (+5%), RMSE 1.0 -> 1.1 (-10%): mean -2.5%
+    dm = dict(
+        method={"a": 0.84, "r": 1.1},
+        baseline={"a": 0.8, "r": 1.0},
+        higher_is_better={"a": True, "r": False},
+    )
+    assert check_delta_m(-2.5, **dm)
+    assert not check_delta_m(7.5, **dm)
+    # T = 3 backward passes costing 2 forwards each: (1 + 2) / (1 + 6)
+    assert check_throughput_ratio(3 / 7, num_tasks=3, backward_over_forward=2.0)
+    assert not check_throughput_ratio(1 / 3, num_tasks=3, backward_over_forward=2.0)

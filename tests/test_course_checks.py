@@ -28,6 +28,80 @@ def test_every_notebook_has_a_solution() -> None:
     assert notebooks <= {p.stem for p in SOLUTIONS}
 
 
+class _TwoTowers(torch.nn.Module):
+    """Shared bottom -> Z [B, 4] -> three linear towers; the third loss is 10x larger."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bottom = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh())
+        self.towers = torch.nn.ModuleList(torch.nn.Linear(4, 1) for _ in range(3))
+
+
+def _losses(preds: list[torch.Tensor], y: torch.Tensor) -> list[torch.Tensor]:
+    return [s * ((p.squeeze(-1) - y[:, t]) ** 2).mean() for t, (s, p) in enumerate(
+        zip((1.0, 2.0, 10.0), preds))]  # fmt: skip
+
+
+def test_fork_step_check_accepts_the_fork_and_rejects_the_usual_mistakes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mbviz.course.checks import check_fork_step
+
+    gen = torch.Generator().manual_seed(0)
+    batch = (torch.randn(16, 5, generator=gen), torch.randn(16, 3, generator=gen))
+
+    def forked(model, bal, opt, batch):  # type: ignore[no-untyped-def]
+        x, y = batch
+        zs = bal(model.bottom(x))
+        losses = _losses([tower(z) for tower, z in zip(model.towers, zs)], y)
+        opt.zero_grad()
+        sum(losses).backward()
+        opt.step()
+
+    def no_fork(model, bal, opt, batch):  # type: ignore[no-untyped-def]
+        x, y = batch
+        z = model.bottom(x)
+        bal(z)  # called, but the towers read z itself
+        opt.zero_grad()
+        sum(_losses([tower(z) for tower in model.towers], y)).backward()
+        opt.step()
+
+    def one_view(model, bal, opt, batch):  # type: ignore[no-untyped-def]
+        x, y = batch
+        zs = bal(model.bottom(x))
+        opt.zero_grad()
+        sum(_losses([tower(zs[0]) for tower in model.towers], y)).backward()
+        opt.step()
+
+    def backward_per_task(model, bal, opt, batch):  # type: ignore[no-untyped-def]
+        x, y = batch
+        zs = bal(model.bottom(x))
+        opt.zero_grad()
+        losses = _losses([tower(z) for tower, z in zip(model.towers, zs)], y)
+        for t, loss in enumerate(losses):
+            loss.backward(retain_graph=t < 2)
+        opt.step()
+
+    def no_step(model, bal, opt, batch):  # type: ignore[no-untyped-def]
+        x, y = batch
+        zs = bal(model.bottom(x))
+        sum(_losses([tower(z) for tower, z in zip(model.towers, zs)], y)).backward()
+
+    def broken(model, bal, opt, batch):  # type: ignore[no-untyped-def]
+        raise RuntimeError("typo")
+
+    kw = dict(make_model=_TwoTowers, batch=batch, num_tasks=3)
+    assert check_fork_step(forked, **kw)
+    assert check_fork_step(forked, relax=1.0, reference="max", **kw)
+    for wrong in (no_fork, one_view, backward_per_task, no_step, broken):
+        assert not check_fork_step(wrong, **kw), wrong.__name__
+    assert not check_fork_step(None, **kw)
+    out = capsys.readouterr().out
+    assert out.count("correct!") == 2 and "not answered yet" in out
+    assert "got no gradient" in out and "backward passes" in out and "optimizer.step()" in out
+    assert "RuntimeError: typo" in out
+
+
 def _balancer_after_two_steps() -> mbk.MultiBalance:
     bal = mbk.MultiBalance(num_tasks=3, beta=0.5, relax=0.7, reference="target", target=1)
     for scale in (1.0, 2.0):

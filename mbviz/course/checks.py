@@ -359,3 +359,142 @@ def check_throughput_ratio(
         ok, name, "time per step = forward + backwards; one backward vs T backwards; "
         "throughput is 1 / time per step"
     )  # fmt: skip
+
+
+def check_fork_step(
+    step: object,
+    *,
+    make_model: object,
+    batch: object,
+    num_tasks: int,
+    relax: float = 0.7,
+    beta: float = 0.9,
+    reference: str = "target",
+    target: int = 0,
+) -> bool:
+    """Exercise 08: ``step(model, bal, optimizer, batch)`` is one training step of a plain
+    loop with the fork added: ``bal(Z)`` on the shared tensor, view ``t`` read by task ``t``
+    only, one backward of the summed loss, one optimiser step.
+
+    ``step`` runs twice, on two copies of one ``make_model()`` and the same ``batch``:
+
+    1. with a probe as ``bal``: plain autograd views of the tensor it is given, whose hooks
+       record each task's gradient ``g_t = dL_t/dZ`` (no mbkernels code involved);
+    2. with a fresh ``mbk.MultiBalance(num_tasks, beta, relax, reference, target)``,
+       recording the gradient that reaches ``Z``.
+
+    Correct when the balancer took exactly one step with the weights recomputed here in
+    float64 (first step: the bias-corrected EMA is the norm, so
+    ``w_t = relax * n_ref / n_t + (1 - relax)``), ``Z`` received ``sum_t w_t g_t``, and
+    the optimiser changed the parameters.
+    """
+    import copy
+
+    import mbkernels as mbk
+
+    name = "fork in the training step"
+    if step is None:
+        return _not_answered(name)
+    if not callable(step) or not callable(make_model):
+        return _verdict(False, name, "pass your step function itself: step=my_step")
+
+    class _Probe(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.num_tasks = num_tasks
+            self.calls = 0
+            self.grads: list[torch.Tensor | None] = [None] * num_tasks
+
+        def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            self.calls += 1
+            views = tuple(z.view_as(z) for _ in range(num_tasks))
+            for t, v in enumerate(views):
+                if v.requires_grad:
+                    v.register_hook(lambda g, t=t: self._record(t, g))
+            return views
+
+        def _record(self, t: int, g: torch.Tensor) -> None:
+            prev = self.grads[t]
+            self.grads[t] = g.detach().double() if prev is None else prev + g.detach().double()
+
+    def run(bal: torch.nn.Module, model: torch.nn.Module, lr: float) -> str | None:
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        with torch.random.fork_rng():
+            torch.manual_seed(1)
+            try:
+                step(model, bal, opt, batch)
+            except Exception as exc:  # a learner's bug is a verdict, not a crash
+                return f"your step raised {type(exc).__name__}: {exc}"
+        return None
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = make_model()
+    probe = _Probe()
+    error = run(probe, copy.deepcopy(model), lr=0.0)
+    if error:
+        return _verdict(False, name, error)
+    if probe.calls != 1:
+        return _verdict(
+            False,
+            name,
+            "call bal(z) exactly once per step, on the tensor every task reads "
+            f"(it was called {probe.calls} times)",
+        )
+    missing = [t for t, g in enumerate(probe.grads) if g is None]
+    if missing:
+        return _verdict(
+            False,
+            name,
+            f"view(s) {missing} of bal(z) got no gradient: task t must read zs[t], and only "
+            "that view (did you detach z, or give every tower the same view?)",
+        )
+    g = torch.stack([gt for gt in probe.grads if gt is not None])  # [T, *Z.shape]
+
+    bal = mbk.MultiBalance(num_tasks, beta=beta, relax=relax, reference=reference, target=target)
+    seen: list[torch.Tensor] = []
+
+    def grab(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        z = args[0]
+        if isinstance(z, torch.Tensor) and z.requires_grad:
+            z.register_hook(lambda grad: seen.append(grad.detach().double()))
+
+    bal.register_forward_pre_hook(grab)
+    model_b = copy.deepcopy(model)
+    before = [p.detach().clone() for p in model_b.parameters()]
+    error = run(bal, model_b, lr=0.1)
+    if error:
+        return _verdict(False, name, error)
+    stats = bal.stats
+    if stats is None or int(stats.step.item()) != 1:
+        taken = 0 if stats is None else int(stats.step.item())
+        return _verdict(
+            False,
+            name,
+            "call backward once per step, on the sum of the task losses (the balancer saw "
+            f"{taken} backward passes)",
+        )
+    n = g.flatten(1).norm(dim=1)
+    ref = {"target": lambda: n[target], "mean": n.mean, "max": n.max}[reference]()
+    w = torch.where(n > 0, relax * ref / (n + 1e-8) + (1.0 - relax), torch.ones_like(n))
+    if not torch.allclose(stats.weights.double().cpu(), w.cpu(), rtol=1e-4, atol=1e-8):
+        return _verdict(
+            False,
+            name,
+            "the balancer's weights differ from relax * n_ref / n_t + (1 - relax) with "
+            "n_t = ||dL_t/dZ||: does task t's loss reach the balancer through view t only?",
+        )
+    expected = torch.einsum("t,t...->...", w, g)
+    got = sum(seen) if seen else None
+    scale = float(expected.abs().max()) or 1.0
+    if got is None or not torch.allclose(got, expected, rtol=1e-4, atol=1e-6 * scale):
+        return _verdict(
+            False,
+            name,
+            "Z's gradient is not sum_t w_t g_t: every use of Z must go through the views "
+            "bal(z) returns",
+        )
+    moved = any(not torch.equal(a, b.detach()) for a, b in zip(before, model_b.parameters()))
+    return _verdict(
+        moved, name, "the parameters did not change: call optimizer.step() after backward()"
+    )

@@ -61,6 +61,12 @@ NOTEBOOKS: tuple[Notebook, ...] = (
         "the throughput a backward per task costs, measured live",
         15,
     ),
+    Notebook(
+        "08_your_own_model.ipynb",
+        "MultiBalance in your own model",
+        "the lines to change in a training loop, where the fork goes, tuning by validation, cost",
+        20,
+    ),
 )
 
 

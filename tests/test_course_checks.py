@@ -126,6 +126,12 @@ def test_weights_check_against_hand_computed_values(capsys: pytest.CaptureFixtur
 
 
 def test_bytes_formula() -> None:
+    from mbviz.course.traffic import transfer_time_us
+
+    # 1 MB at 1 GB/s is 1000 us; bandwidth must be positive
+    assert transfer_time_us(2, 50_000, "float32", "fused", 1e9) == pytest.approx(1000.0)
+    with pytest.raises(ValueError, match="bandwidth must be > 0"):
+        transfer_time_us(2, 10, "float32", "fused", 0.0)
     # T = 2 tasks of N = 10 float32: fused 5 passes of 10 elements, naive 13.
     assert bytes_moved(2, 10, "float32", "fused") == 5 * 10 * 4
     assert bytes_moved(2, 10, "float32", "naive") == 13 * 10 * 4

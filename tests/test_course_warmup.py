@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import plotly.graph_objects as go
 import pytest
 
 from mbviz.course.warmup import (
@@ -56,7 +55,7 @@ def test_beta_trades_noise_against_lag() -> None:
 
 
 def test_figure_and_its_update(history) -> None:
-    fig = go.FigureWidget(warmup_figure(history))
+    fig = warmup_figure(history)
     assert len(fig.data) == len(LOSS_SCALES) + 2
     assert fig.layout.yaxis.type == "log" and fig.layout.yaxis2.type == "log"
     other = train_warmup(beta=0.0, **NOTEBOOK_RUN)[1]

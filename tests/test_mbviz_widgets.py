@@ -97,3 +97,33 @@ def test_training_monitor_title_names_the_rule_that_runs() -> None:
     assert mon.result is not None and mon.result.config.rule == "multibalance"
     mon.run(steps=2, batch_size=16)  # back to the config's rule
     assert "Equal" in mon.figure.layout.title.text
+
+
+def test_live_figure_draws_once_per_held_block() -> None:
+    import plotly.graph_objects as go
+
+    from mbviz.widgets import LiveFigure
+
+    live = LiveFigure(go.Figure(go.Scatter(x=[0, 1], y=[0, 1])))
+    assert live.redraws == 1 and live.layout.width == "100%"
+    with live.hold() as fig:
+        fig.data[0].y = [1, 0]
+        with live.hold():  # nested: still one draw, at the outer end
+            fig.layout.title.text = "moved"
+        assert live.redraws == 1
+    assert live.redraws == 2 and list(live.figure.data[0].y) == [1, 0]
+    live.redraw()
+    assert live.redraws == 3
+    assert LiveFigure({"data": [{"type": "bar", "y": [1]}]}).figure.data[0].type == "bar"
+
+
+def test_widgets_redraw_on_change() -> None:
+    pg = GradientPlayground(angle=90.0, ratio=2.0, relax=0.7)
+    before = pg.view.redraws
+    pg.set(angle=120.0)
+    assert pg.view.redraws == before + 1  # one draw per slider move
+    mon = TrainingMonitor(SyntheticProblem(num_tasks=2), RunConfig(progress=False), update_every=5)
+    start = mon.view.redraws
+    mon.run(steps=10, batch_size=16)
+    # reset + title + a draw every 5 steps (the last step is a multiple of 5)
+    assert mon.view.redraws == start + 2 + 2

@@ -7,7 +7,6 @@ notebook 00 shows this source to the students.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -130,13 +129,11 @@ def warmup_figure(history: Any, title: str = "MultiBalance on three badly scaled
 
 def update_warmup_figure(fig: Any, history: Any) -> None:
     """Put ``history`` (from :func:`train_warmup`) into a figure made by
-    :func:`warmup_figure`, in one batch when ``fig`` is a ``FigureWidget``."""
+    :func:`warmup_figure` (inside :meth:`mbviz.widgets.LiveFigure.hold` to draw it once)."""
     last = len(LOSS_SCALES) - 1
     h_last = history[history.task == last]
     ys = [history[history.task == t].weight.to_numpy() for t in range(len(LOSS_SCALES))]
     ys += [h_last.norm.to_numpy(), h_last.ema_corrected.to_numpy()]
-    batch = getattr(fig, "batch_update", None)
-    with batch() if batch is not None else nullcontext():
-        for trace, y in zip(fig.data, ys):
-            trace.x = h_last.step.to_numpy()
-            trace.y = y
+    for trace, y in zip(fig.data, ys):
+        trace.x = h_last.step.to_numpy()
+        trace.y = y

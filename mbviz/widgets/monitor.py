@@ -13,6 +13,7 @@ from ..figures._style import base_layout, task_color
 from ..problems.base import MultiTaskProblem
 from ..rules import label
 from ..runner import RunConfig, RunResult, StepRecord, train
+from .live_figure import LiveFigure
 
 
 class TrainingMonitor(W.VBox):
@@ -90,14 +91,15 @@ class TrainingMonitor(W.VBox):
         fig.update_yaxes(title_text="cosine", range=[-1.05, 1.05], row=1, col=3)
         for col in (1, 2, 3):
             fig.update_xaxes(title_text="training step", row=1, col=col)
-        self.figure = go.FigureWidget(fig)
+        self.figure = fig
+        self.view = LiveFigure(fig)
         self.status = W.HTML("")
         self.result: RunResult | None = None
         self._buf: dict[int, tuple[list[float], list[float]]] = {}
-        super().__init__([self.figure, self.status])
+        super().__init__([self.view, self.status])
 
     def reset(self) -> None:
-        with self.figure.batch_update():
+        with self.view.hold():
             for tr in self.figure.data:
                 tr.x, tr.y = (), ()
         self._buf = {}
@@ -112,7 +114,7 @@ class TrainingMonitor(W.VBox):
             ys.append(v)
         if rec.step % self.update_every and rec.step != rec.steps:
             return
-        with self.figure.batch_update():
+        with self.view.hold():
             for i, tr in enumerate(self.figure.data):
                 xs, ys = self._buf.get(i, ([], []))
                 tr.x, tr.y = tuple(xs), tuple(ys)
@@ -132,6 +134,7 @@ class TrainingMonitor(W.VBox):
         """Train with the monitor's config (``overrides`` change fields); returns the result."""
         self.reset()
         self.rule = str(overrides.get("rule", self.config.rule))
-        self.figure.layout.title.text = f"{label(self.rule)}: starting"
+        with self.view.hold():
+            self.figure.layout.title.text = f"{label(self.rule)}: starting"
         self.result = train(self.problem, self.config, callback=self.callback, **overrides)
         return self.result

@@ -8,7 +8,6 @@ from typing import Any
 
 import ipywidgets as W
 import numpy as np
-import plotly.graph_objects as go
 
 from ..figures.combination import (
     available,
@@ -18,6 +17,7 @@ from ..figures.combination import (
     two_gradients,
 )
 from ..rules import label
+from .live_figure import LiveFigure
 
 # Inline styles: an HTML widget's table gets no padding from JupyterLab's CSS, so the
 # columns would run together.
@@ -76,15 +76,14 @@ class GradientPlayground(W.VBox):
             continuous_update=True,
         )
         self._balancers = self._make_balancers()
-        self.figure = go.FigureWidget(
-            gradient_combination(two_gradients(angle, ratio), balancers=self._balancers)
-        )
+        self.figure = gradient_combination(two_gradients(angle, ratio), balancers=self._balancers)
+        self.view = LiveFigure(self.figure)
         self.table = W.HTML()
         self.last_update_ms = 0.0
         for s in (self.angle, self.ratio):
             s.observe(self._on_change, names="value")
         self.relax.observe(self._on_relax, names="value")
-        super().__init__([W.HBox([self.angle, self.ratio, self.relax]), self.figure, self.table])
+        super().__init__([W.HBox([self.angle, self.ratio, self.relax]), self.view, self.table])
         self.update()
 
     def _make_balancers(self):  # type: ignore[no-untyped-def]
@@ -131,7 +130,7 @@ class GradientPlayground(W.VBox):
         ]
         # One low-level restyle and one relayout message: the validated property setters
         # cost ~5 ms per trace, this ~1 ms for the whole figure.
-        with self.figure.batch_update():
+        with self.view.hold():
             self.figure.plotly_restyle({"x": xs, "y": ys, "hovertemplate": hover})
             self.figure.plotly_relayout({"xaxis.range": [-lim, lim], "yaxis.range": [-lim, lim]})
         rows = "".join(

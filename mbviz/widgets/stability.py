@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import ipywidgets as W
-import plotly.graph_objects as go
 
 from ..figures.stability import stability_traces
 from ..problems.base import MultiTaskProblem
 from ..stability import default_problem, warmed_up_model, weight_series
+from .live_figure import LiveFigure
 
 
 class StabilityExplorer(W.VBox):
@@ -45,10 +45,11 @@ class StabilityExplorer(W.VBox):
             description="batch size",
             continuous_update=False,
         )
-        self.figure = go.FigureWidget(stability_traces(self._series()))
+        self.figure = stability_traces(self._series())
+        self.view = LiveFigure(self.figure)
         self.beta.observe(self._on_change, names="value")
         self.batch_size.observe(self._on_change, names="value")
-        super().__init__([W.HBox([self.beta, self.batch_size]), self.figure])
+        super().__init__([W.HBox([self.beta, self.batch_size]), self.view])
 
     def _series(self):  # type: ignore[no-untyped-def]
         import pandas as pd
@@ -72,7 +73,7 @@ class StabilityExplorer(W.VBox):
     def update(self) -> None:
         """Recompute both curves and redraw."""
         new = stability_traces(self._series())
-        with self.figure.batch_update():
+        with self.view.hold():
             for old_tr, new_tr in zip(self.figure.data, new.data):
                 old_tr.x, old_tr.y, old_tr.name = new_tr.x, new_tr.y, new_tr.name
             self.figure.layout.title = new.layout.title

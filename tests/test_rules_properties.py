@@ -292,6 +292,29 @@ def test_imtl_g_matches_paper_closed_form(seed: int, t: int, log_scales: list[fl
 
 
 @SETTINGS
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    t=st.integers(2, 8),
+    task=st.integers(0, 7),
+    factor=st.sampled_from([1e-8, 1e-4, 1e4, 1e8]),
+)
+def test_imtl_g_is_invariant_to_one_tasks_scale(seed: int, t: int, task: int, factor: float):
+    """Scaling one task's gradient by up to 1e+-8 leaves the combined line unchanged and
+    the projections on the unit task directions equal (the same sign for every task)."""
+    rng = np.random.default_rng(seed)
+    m = rng.standard_normal((t, 9))
+    scaled = m.copy()
+    scaled[task % t] *= factor
+    d = run_rule(mbk.IMTLG(t), gram_of(m)).numpy() @ m
+    d2 = run_rule(mbk.IMTLG(t), gram_of(scaled)).numpy() @ scaled
+    cos = d @ d2 / (np.linalg.norm(d) * np.linalg.norm(d2))
+    assert abs(cos) > 1 - 1e-9, cos
+    u = m / np.linalg.norm(m, axis=1, keepdims=True)
+    proj = u @ d2
+    np.testing.assert_allclose(proj, np.full(t, proj[0]), rtol=1e-7)
+
+
+@SETTINGS
 @given(m=grads_strategy, c=st.sampled_from([0.0, 0.2, 0.5, 0.9]))
 def test_cagrad_matches_reference(m: np.ndarray, c: float) -> None:
     t = m.shape[0]

@@ -29,7 +29,7 @@ the range check (``range_check=False`` removes it), and for the
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -49,6 +49,14 @@ from .nonfinite import (
 from .numerics import range_safe_gram, range_safe_sq_norms
 from .rules.base import Rule
 from .stats import BalanceStats
+
+try:
+    from torch._subclasses.fake_tensor import is_fake as _is_fake
+except ImportError:  # pragma: no cover - private module; meta tensors are still detected
+
+    def _is_fake(t: Tensor) -> bool:
+        return False
+
 
 GramReduce = Callable[[Tensor], Tensor]
 
@@ -148,8 +156,12 @@ class Balancer(nn.Module):
         if not present:
             return None
         gs = [g for g in grads if g is not None]
+        if _holds_no_data(gs[0]):
+            # meta or fake tensors (FLOP counters, memory estimators): there are no values to
+            # balance or learn from. The plain sum has the right shape, dtype and device,
+            # and the state is not touched.
+            return _plain_sum(gs)
         device = gs[0].device
-        self._follow(device)
         cross_terms = self._computes_full_gram(gs[0])
         if cross_terms:
             gram_local = range_safe_gram(gs, self.backend, self.range_check)  # float64
@@ -162,17 +174,18 @@ class Balancer(nn.Module):
             gram_local = full
         gram = self._reduce(gram_local)
         gram = unscale_gram(gram, current_scale(self.grad_scaler))
-        weights = self._step(gram, off_diagonal_known=cross_terms)
-        if self.nonfinite == "skip_task":
+        proposal = self._propose(gram.to(device), off_diagonal_known=cross_terms)
+        if proposal.dropped is not None:
             # Dropped tasks have weight 0, but 0 * inf is NaN: leave them out of pass 2.
-            bad = nonfinite_tasks(gram)
-            dropped = (bad & (~bad).any()).tolist()
-            keep = [k for k, i in enumerate(present) if not dropped[i]]
+            keep = [k for k, i in enumerate(present) if not proposal.dropped[i]]
             if len(keep) < len(present):
                 gs = [gs[k] for k in keep]
                 present = [present[k] for k in keep]
+        weights = proposal.applied
         w_present = weights if len(present) == self.num_tasks else weights[present]
-        return ops.weighted_sum(gs, w_present, self.backend)
+        combined = ops.weighted_sum(gs, w_present, self.backend)
+        self._commit(proposal)  # last: an error anywhere above leaves the state as it was
+        return combined
 
     def _computes_full_gram(self, grad: Tensor) -> bool:
         """Whether pass 1 computes the off-diagonal (see ``full_gram``)."""
@@ -189,13 +202,14 @@ class Balancer(nn.Module):
     def step_weights(self, gram: Tensor) -> Tensor:
         """One balancing step from a global ``[T, T]`` Gram matrix: run the rule under the
         non-finite policy, commit its state if the statistics are finite, record
-        :attr:`stats`; return the weights applied this step (float32 ``[T]``).
+        :attr:`stats`; return the weights applied this step (``[T]``, on ``gram``'s device).
 
-        The fork's backward calls this between the two kernel passes (after the
-        all-reduce and the loss-scale correction). It is public for code that
-        computes the Gram matrix itself (parameter-level experiments, benchmarks,
-        teaching) and wants the same state handling. The rule runs in float64 on a
-        detached copy of ``gram``: no gradient flows into the weights or the state.
+        The fork's backward runs the same steps between the two kernel passes (after the
+        all-reduce and the loss-scale correction). It is public for code that computes the
+        Gram matrix itself (parameter-level experiments, benchmarks, teaching) and wants
+        the same state handling. The rule runs in float64 on a detached copy of ``gram``,
+        on ``gram``'s device (the state moves there when the step commits): no gradient
+        flows into the weights or the state.
         """
         if not isinstance(gram, Tensor) or gram.shape != (self.num_tasks, self.num_tasks):
             got = tuple(gram.shape) if isinstance(gram, Tensor) else type(gram).__name__
@@ -203,50 +217,64 @@ class Balancer(nn.Module):
                 f"gram must be a [{self.num_tasks}, {self.num_tasks}] tensor "
                 f"(num_tasks={self.num_tasks}), got {got}"
             )
-        return self._step(gram, off_diagonal_known=True)
+        if _holds_no_data(gram):
+            raise ValueError(
+                f"gram must hold values, got a tensor on device {gram.device.type!r} without "
+                f"data (meta or fake); the balancer state was not changed"
+            )
+        proposal = self._propose(gram, off_diagonal_known=True)
+        self._commit(proposal)
+        return proposal.applied
 
-    def _step(self, gram: Tensor, *, off_diagonal_known: bool) -> Tensor:
-        """:meth:`step_weights` without the argument check; with
-        ``off_diagonal_known=False`` (norms-only pass 1, zeros off the diagonal) the
-        recorded ``stats.gram`` says NaN there instead of a misleading 0."""
-        gram = gram.detach().to(device=self.step.device, dtype=torch.float64)
-        if self.nonfinite == "raise":
+    def _propose(self, gram: Tensor, *, off_diagonal_known: bool) -> _Proposal:
+        """Run the rule on ``gram``'s device and return what the step would commit, without
+        changing anything (a function of the state and ``gram`` only); :meth:`_commit`
+        applies it. With ``off_diagonal_known=False`` (norms-only pass 1, zeros off the
+        diagonal) the recorded ``stats.gram`` says NaN there instead of a misleading 0."""
+        gram = gram.detach().to(dtype=torch.float64)
+        device = gram.device
+        policy = self.nonfinite
+        if policy == "raise":
             bad = nonfinite_tasks(gram)
             if bool(bad.any()):
                 raise NonFiniteGradientError(bad.nonzero().flatten().tolist())
-        old_state = {name: getattr(self, name) for name in self._state_names}
-        step = self.step + 1
+        # The state is read on the step's device; the module's buffers move there only when
+        # the step commits (a failed step on another device leaves them where they were).
+        old_state = {name: getattr(self, name).to(device) for name in self._state_names}
+        old_step = self.step.to(device)
+        step = old_step + 1
         # Rules never see inf/NaN (some factorise the Gram matrix and would raise): a
         # non-finite step runs on a zeroed copy, and its result is discarded below.
         clean = gram.nan_to_num(0.0, 0.0, 0.0)
-        skip_task = self.nonfinite == "skip_task"
-        if skip_task:
-            active = ~nonfinite_tasks(gram)
+        dropped = None
+        if policy == "skip_task":
+            bad = nonfinite_tasks(gram)
+            active = ~bad
             weights, new_state = self.rule.weights_subset(clean, old_state, step, active)
         else:
             weights, new_state = self.rule.weights(clean, old_state, step)
         weights = weights.to(self.weights.dtype)
         results = (weights, *new_state.values())
-        # skip_task: dropped tasks' inf/NaN are expected; some task must be left
-        finite = active.any() & all_finite(*results) if skip_task else all_finite(gram, *results)
-        if self.nonfinite == "raise" and not bool(finite):
+        if policy == "skip_task":
+            # dropped tasks' inf/NaN are expected; some task must be left
+            finite = active.any() & all_finite(*results)
+            dropped = (bad & active.any()).tolist()
+        else:
+            finite = all_finite(gram, *results)
+        if policy == "raise" and not bool(finite):
             raise FloatingPointError(
                 "the balancing weights or rule state are not finite although every task "
                 "gradient is; the balancer state was not changed"
             )
-        # Commit without a host sync: torch.where on device, copied in place. The
-        # committed tensors are fresh, so the stats below keep them without a clone.
+        # Without a host sync: torch.where on device. The committed tensors are fresh, so
+        # the stats keep them without a clone (the commit copies them into the buffers).
         committed = {
             name: torch.where(finite, new_state[name].to(old.dtype), old)
             for name, old in old_state.items()
         }
-        for name, value in committed.items():
-            old_state[name].copy_(value)
-        new_step = torch.where(finite, step, self.step)
-        self.step.copy_(new_step)
-        applied = torch.where(finite, weights, self.weights)
-        self.weights.copy_(applied)
-        self._stats = BalanceStats(
+        new_step = torch.where(finite, step, old_step)
+        applied = torch.where(finite, weights, self.weights.to(device))
+        stats = BalanceStats(
             gram=gram if off_diagonal_known else _unknown_off_diagonal(gram),
             norms=gram.diagonal().clamp_min(0).sqrt(),
             weights=applied.clone(),  # the caller gets `applied`: stats stay a record
@@ -254,13 +282,20 @@ class Balancer(nn.Module):
             step=new_step,
             finite=finite,
         )
-        return applied
+        return _Proposal(applied, committed, new_step, stats, dropped)
 
-    def _follow(self, device: torch.device) -> None:
-        """Keep the state on the gradients' device (the balancer has no parameters
-        of its own, so it is easy to forget in ``model.to(device)``)."""
-        if self.step.device != device:
-            self.to(device)
+    def _commit(self, proposal: _Proposal) -> None:
+        """Write a proposed step into the buffers: in place on the same device; on another
+        device the buffers move there (the state follows the gradients, so forgetting the
+        balancer in ``model.to(device)`` costs nothing)."""
+        values = {**proposal.state, "step": proposal.step, "weights": proposal.applied}
+        if self.step.device == proposal.step.device:
+            for name, value in values.items():
+                getattr(self, name).copy_(value)
+        else:
+            for name, value in values.items():
+                self._buffers[name] = value.clone()
+        self._stats = proposal.stats
 
     # ------------------------------------------------------------------- state
     @property
@@ -338,6 +373,28 @@ class Balancer(nn.Module):
     def extra_repr(self) -> str:
         full = ", full_gram=True" if self.full_gram else ""
         return f"rule={self.rule!r}, backend={self.backend!r}, nonfinite={self.nonfinite!r}{full}"
+
+
+class _Proposal(NamedTuple):
+    """What one balancing step would commit (see :meth:`Balancer._propose`)."""
+
+    applied: Tensor  # the weights applied this step
+    state: dict[str, Tensor]  # the rule state after the step
+    step: Tensor
+    stats: BalanceStats
+    dropped: list[bool] | None  # "skip_task": the tasks left out of pass 2
+
+
+def _holds_no_data(t: Tensor) -> bool:
+    """A meta tensor or a FakeTensor: shape, dtype and device, but no values."""
+    return t.device.type == "meta" or _is_fake(t)
+
+
+def _plain_sum(grads: Sequence[Tensor]) -> Tensor:
+    out = grads[0]
+    for g in grads[1:]:
+        out = out + g
+    return out
 
 
 def _unknown_off_diagonal(gram: Tensor) -> Tensor:

@@ -298,6 +298,20 @@ class Balancer(nn.Module):
         self._stats = proposal.stats
 
     # ------------------------------------------------------------------- state
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Balancer:
+        """``.to()``, ``.cuda()``, ``.half()``, ``.double()``... move the state but never
+        change its dtype: the statistics are optimizer-like state, and in float16 an EMA
+        above 65504 would become inf and freeze the balancer. The device is taken from
+        what ``fn`` does to each buffer, the values and dtype from the buffer itself."""
+
+        def keep_dtype(t: Tensor) -> Tensor:
+            moved = fn(t)
+            if moved.dtype == t.dtype:
+                return moved
+            return t.to(device=moved.device)
+
+        return super()._apply(keep_dtype, recurse)
+
     @property
     def stats(self) -> BalanceStats | None:
         """Statistics of the latest backward (``None`` before the first one)."""

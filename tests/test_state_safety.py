@@ -95,3 +95,47 @@ def test_an_error_in_pass_two_commits_nothing(monkeypatch) -> None:
     with pytest.raises(RuntimeError, match="pass 2 failed"):
         backward(bal, grads(1.0, 2.0, 3.0))
     assert_unchanged(bal, before)
+
+
+# ------------------------------------------------------- 3. dtype changes of the module
+def test_half_model_keeps_float32_statistics_and_keeps_balancing() -> None:
+    """An EMA above float16's 65504 must not freeze a balancer whose model went .half()."""
+    model = torch.nn.Module()
+    model.balancer = mbk.MultiBalance(T, beta=0.5)
+    model.half()
+    bal = model.balancer
+    assert bal.ema.dtype == torch.float32 and bal.step.dtype == torch.int64
+    for step in range(1, 4):
+        backward(bal, grads(1e6, 1e5, 1.0, dtype=torch.float32))
+        assert bool(bal.stats.finite) and int(bal.step) == step
+    assert bal.ema[0] > 65504 and torch.isfinite(bal.ema).all()
+
+
+#: name -> (conversion, the dtype it gives the model's parameters)
+CONVERSIONS = {
+    "half": (lambda m: m.half(), torch.float16),
+    "bfloat16": (lambda m: m.bfloat16(), torch.bfloat16),
+    "double": (lambda m: m.double(), torch.float64),
+    "float": (lambda m: m.float(), torch.float32),
+    "to(float16)": (lambda m: m.to(torch.float16), torch.float16),
+    "to(cpu, float64)": (lambda m: m.to("cpu", torch.float64), torch.float64),
+    "to(dtype=bfloat16)": (lambda m: m.to(dtype=torch.bfloat16), torch.bfloat16),
+    "type(float16)": (lambda m: m.type(torch.float16), torch.float16),
+}
+
+
+@PROPERTY
+@given(
+    names=st.lists(st.sampled_from(sorted(CONVERSIONS)), min_size=1, max_size=4),
+    rule=st.sampled_from(sorted(mbk.RULES)),
+)
+def test_dtype_conversions_never_touch_the_statistics(names: list[str], rule: str) -> None:
+    model = torch.nn.Module()
+    model.lin = torch.nn.Linear(2, 2)
+    model.balancer = mbk.Balancer(mbk.make_rule(rule, T))
+    backward(model.balancer, grads(1e3, 1.0, 1e-3))
+    before = snapshot(model.balancer)
+    for name in names:
+        CONVERSIONS[name][0](model)
+    assert model.lin.weight.dtype == CONVERSIONS[names[-1]][1]  # the model did convert
+    assert_unchanged(model.balancer, before)  # the statistics did not: values and dtypes

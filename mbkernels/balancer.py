@@ -136,7 +136,9 @@ class Balancer(nn.Module):
                 raise ValueError(f"rule state name {name!r} is reserved")
             self.register_buffer(name, value)
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
-        self.register_buffer("weights", torch.ones(self.num_tasks, dtype=torch.float32))
+        # float64: any finite weight a rule returns fits (a float32 buffer turned weights
+        # above 3.4e38, e.g. norm ratios above 1e38 in float64 training, into inf)
+        self.register_buffer("weights", torch.ones(self.num_tasks, dtype=torch.float64))
         self._stats: BalanceStats | None = None
 
     # ------------------------------------------------------------------ forward

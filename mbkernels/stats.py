@@ -23,7 +23,7 @@ class BalanceStats:
             the diagonal NaN when it was not computed: a rule that reads only
             the norms, without ``full_gram=True`` (see :class:`Balancer`).
         norms: ``[T]`` gradient norms ``||g_t||`` (the square root of the diagonal).
-        weights: ``[T]`` weights applied on this step.
+        weights: ``[T]`` weights applied on this step (float64).
         state: the rule's state after the step (for MultiBalance, ``{"ema": [T]}``).
         step: number of balancing steps taken so far (0-d int64 tensor).
         finite: 0-d bool tensor, ``False`` if this step's statistics were non-finite.

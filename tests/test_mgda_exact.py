@@ -96,6 +96,22 @@ def test_gpu_path_support_enumeration_satisfies_kkt(kind: str, t: int) -> None:
     assert dual <= 1e-8 and stationarity <= 1e-8, (dual, stationarity)
 
 
+def test_sixteen_tasks_through_the_fork_never_conflict() -> None:
+    """The case that once failed (a projected-gradient fallback at T = 16): the combined
+    gradient of the fork is the min-norm point and conflicts with no task."""
+    t = 16
+    rng = np.random.default_rng(5)
+    m = rng.standard_normal((t, 40)) + 0.5 * rng.standard_normal(40)
+    grads = [torch.from_numpy(row).reshape(8, 5) for row in m]
+    bal = mbk.Balancer(mbk.MGDAUB(t))
+    z = torch.zeros(8, 5, dtype=torch.float64, requires_grad=True)
+    sum((o * g).sum() for o, g in zip(bal(z), grads)).backward()
+    d = z.grad.reshape(-1).numpy()
+    scale = (m**2).sum(1).max()
+    assert (m @ d >= d @ d - KKT_TOL * scale).all()
+    assert d @ d <= scipy_min_norm(m @ m.T) + 1e-10 * scale
+
+
 @pytest.mark.parametrize("t", [5, 20, 32])
 def test_inactive_tasks_are_left_out_of_the_hull(t: int) -> None:
     m = _grads("random", t, seed=7)

@@ -139,3 +139,77 @@ def test_dtype_conversions_never_touch_the_statistics(names: list[str], rule: st
         CONVERSIONS[name][0](model)
     assert model.lin.weight.dtype == CONVERSIONS[names[-1]][1]  # the model did convert
     assert_unchanged(model.balancer, before)  # the statistics did not: values and dtypes
+
+
+# ------------------------------------------------ 7. weights beyond float32's range
+def test_float64_training_with_a_norm_ratio_above_1e38_keeps_balancing() -> None:
+    """MultiBalance weights near 1e40 are finite float64 numbers: committed and applied
+    (a float32 weights buffer made them inf and refused every step)."""
+    from .helpers import multibalance_reference
+
+    bal = mbk.MultiBalance(2, beta=0.9, relax=0.7, reference="target", target=0)
+    ema = torch.zeros(2, dtype=torch.float64)
+    for step in (1, 2, 3):
+        gs = grads(1e35, 1e-5, dtype=torch.float64)  # eps = 1e-8 is negligible
+        out = backward(bal, gs)
+        expect, ema, w = multibalance_reference(
+            gs, ema, step, beta=0.9, relax=0.7, reference="target", target=0
+        )
+        assert bool(bal.stats.finite) and int(bal.step) == step
+        assert w[1] > 1e39 and torch.isfinite(bal.weights).all()
+        # the EMA is float32 state: weights to float32's relative accuracy
+        torch.testing.assert_close(bal.weights, w, rtol=1e-6, atol=0)
+        torch.testing.assert_close(out, expect, rtol=1e-6, atol=1e-6 * expect.abs().max())
+
+
+def test_pcgrad_in_float64_applies_projections_beyond_float32s_range() -> None:
+    """A large gradient conflicting with a tiny one: the projection coefficient is ~1e40.
+    It was refused (float32 inf) and PCGrad fell back to the plain sum; it is applied."""
+    from . import _rules_reference as ref
+
+    m = torch.tensor([[1e20, 1e20, 0.0], [-1e-20, 0.0, 1e-20]], dtype=torch.float64)
+    bal = mbk.Balancer(mbk.PCGrad(2, seed=0))
+    out = backward(bal, [row.reshape(1, 3) for row in m])
+    assert bool(bal.stats.finite) and int(bal.step) == 1
+    assert bal.weights.abs().max() > 1e39
+    expect = torch.from_numpy(ref.pcgrad(m.numpy(), seed=0, step=1)).reshape(1, 3)
+    torch.testing.assert_close(out, expect, rtol=1e-12, atol=1e-12 * expect.abs().max())
+    assert not torch.allclose(out, m.sum(0).reshape(1, 3))  # not the plain sum
+
+
+def test_float32_gradients_with_weights_beyond_float32s_range_on_cpu() -> None:
+    """Pass 2 applies a weight above float32's maximum as an exact power of two times a
+    representable one: the combined gradient is finite and right, not inf or NaN."""
+    bal = mbk.MultiBalance(2, beta=0.0, relax=1.0, reference="target", target=0)
+    gs = grads(1e35, 1e-5, dtype=torch.float32)  # squares overflow: float64 Gram
+    gs[1][0, 0] = 0.0  # 0 * inf would be NaN
+    out = backward(bal, gs)
+    assert bal.weights[1] > torch.finfo(torch.float32).max and bool(bal.stats.finite)
+    w = bal.weights
+    expect = w[0] * gs[0].double() + w[1] * gs[1].double()
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out.double(), expect, rtol=1e-5, atol=1e-5 * expect.abs().max())
+
+
+def test_non_finite_rule_output_from_finite_gradients_is_refused_not_applied() -> None:
+    class Broken(mbk.MultiBalanceRule):
+        factor = 1.0
+
+        def weights(self, gram, state, step):  # type: ignore[no-untyped-def]
+            w, new = super().weights(gram, state, step)
+            return w * self.factor, new
+
+    rule = Broken(T)
+    bal = mbk.Balancer(rule)
+    backward(bal, grads(1.0, 2.0, 3.0, dtype=torch.float64))
+    rule.factor = 1e300  # finite in float64: applied
+    backward(bal, grads(1.0, 2.0, 3.0, dtype=torch.float64))
+    assert bool(bal.stats.finite) and int(bal.step) == 2
+    rule.factor = float("inf")  # not finite: refused, the last weights applied
+    before = snapshot(bal)
+    gs = grads(1.0, 2.0, 3.0, dtype=torch.float64)
+    out = backward(bal, gs)
+    assert not bool(bal.stats.finite)
+    assert_unchanged(bal, before)
+    w = bal.weights
+    torch.testing.assert_close(out, sum(w[t] * gs[t] for t in range(T)), rtol=1e-12, atol=0)

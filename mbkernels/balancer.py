@@ -82,7 +82,9 @@ class Balancer(nn.Module):
         nonfinite: ``"skip_update"`` (default), ``"skip_task"`` or ``"raise"``;
             see :mod:`mbkernels.nonfinite`.
         grad_scaler: the ``torch.amp.GradScaler`` that scales the losses, so the
-            weights do not depend on the loss scale (:mod:`mbkernels.amp`).
+            weights do not depend on the loss scale (:mod:`mbkernels.amp`). While it is
+            enabled, a non-finite task gradient skips the whole step (``"skip_update"``)
+            whatever ``nonfinite`` says: an overflow is the scaler's to handle.
         range_check: recompute the Gram matrix in float64 when float32
             accumulation over- or underflowed (:mod:`mbkernels.numerics`).
         full_gram: compute the whole Gram matrix even when the rule reads only
@@ -175,8 +177,14 @@ class Balancer(nn.Module):
             full[idx[:, None], idx[None, :]] = gram_local
             gram_local = full
         gram = self._reduce(gram_local)
-        gram = unscale_gram(gram, current_scale(self.grad_scaler))
-        proposal = self._propose(gram.to(device), off_diagonal_known=cross_terms)
+        scale = current_scale(self.grad_scaler)
+        gram = unscale_gram(gram, scale)
+        # With a GradScaler, an overflow is the scaler's business whatever the policy: the
+        # whole step is skipped and the inf flows on, so the scaler skips optimizer.step()
+        # and backs off. Dropping the task instead ("skip_task") would leave a finite
+        # gradient, the scale would never shrink, and the task would be dropped forever.
+        policy = "skip_update" if scale is not None else self.nonfinite
+        proposal = self._propose(gram.to(device), off_diagonal_known=cross_terms, policy=policy)
         if proposal.dropped is not None:
             # Dropped tasks have weight 0, but 0 * inf is NaN: leave them out of pass 2.
             keep = [k for k, i in enumerate(present) if not proposal.dropped[i]]
@@ -224,18 +232,17 @@ class Balancer(nn.Module):
                 f"gram must hold values, got a tensor on device {gram.device.type!r} without "
                 f"data (meta or fake); the balancer state was not changed"
             )
-        proposal = self._propose(gram, off_diagonal_known=True)
+        proposal = self._propose(gram, off_diagonal_known=True, policy=self.nonfinite)
         self._commit(proposal)
         return proposal.applied
 
-    def _propose(self, gram: Tensor, *, off_diagonal_known: bool) -> _Proposal:
+    def _propose(self, gram: Tensor, *, off_diagonal_known: bool, policy: str) -> _Proposal:
         """Run the rule on ``gram``'s device and return what the step would commit, without
         changing anything (a function of the state and ``gram`` only); :meth:`_commit`
         applies it. With ``off_diagonal_known=False`` (norms-only pass 1, zeros off the
         diagonal) the recorded ``stats.gram`` says NaN there instead of a misleading 0."""
         gram = gram.detach().to(dtype=torch.float64)
         device = gram.device
-        policy = self.nonfinite
         if policy == "raise":
             bad = nonfinite_tasks(gram)
             if bool(bad.any()):

@@ -20,6 +20,10 @@ Three policies, chosen with ``Balancer(..., nonfinite=...)``:
     Raise :class:`NonFiniteGradientError` (a ``FloatingPointError``) naming
     the task indices, before any state is changed.
 
+With an enabled ``torch.amp.GradScaler`` passed as ``grad_scaler=``, every
+non-finite step is handled as ``"skip_update"`` whatever the policy: an overflow
+is the scaler's to handle (:mod:`mbkernels.amp`).
+
 A task is *non-finite* when the diagonal entry of the (global) Gram matrix is
 inf or NaN, i.e. its gradient has an inf or NaN element (the Gram matrix is
 computed with enough range that finite gradients never overflow it; see

@@ -213,3 +213,38 @@ def test_non_finite_rule_output_from_finite_gradients_is_refused_not_applied() -
     assert_unchanged(bal, before)
     w = bal.weights
     torch.testing.assert_close(out, sum(w[t] * gs[t] for t in range(T)), rtol=1e-12, atol=0)
+
+
+# ------------------------------------------------------ 2. overflow with a GradScaler
+@pytest.mark.parametrize("policy", mbk.NONFINITE_POLICIES)
+def test_an_overflow_with_a_grad_scaler_is_the_scalers_whatever_the_policy(policy: str) -> None:
+    """float16 z, scale 2^16, task 1's scaled gradient overflows: the whole step is
+    skipped, so the scaler backs off until task 1 fits and trains. (``"skip_task"``
+    dropped task 1 with a finite rest: the scale never shrank, task 1 never trained.)"""
+    torch.manual_seed(0)
+    bottom = torch.nn.Linear(6, 4)
+    towers = torch.nn.ModuleList(torch.nn.Linear(4, 1) for _ in range(2))
+    params = [*bottom.parameters(), *towers.parameters()]
+    opt = torch.optim.SGD(params, lr=1e-4)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16, growth_interval=10**6)
+    bal = mbk.MultiBalance(2, nonfinite=policy, grad_scaler=scaler)
+    tower1 = towers[1].weight.detach().clone()
+    x, y = torch.randn(16, 6), torch.randn(16, 2)
+    skipped = 0
+    for _ in range(20):
+        opt.zero_grad()
+        zs = bal(bottom(x).half())
+        losses = [
+            (t(z.float()).squeeze(-1) - y[:, i]).pow(2).mean()
+            for i, (t, z) in enumerate(zip(towers, zs))
+        ]
+        step_before = int(bal.step)
+        scaler.scale(losses[0] + 1e3 * losses[1]).backward()
+        if not bool(bal.stats.finite):
+            skipped += 1
+            assert int(bal.step) == step_before  # the balancer skipped the step too
+        scaler.step(opt)
+        scaler.update()
+    assert skipped >= 1 and scaler.get_scale() < 2.0**16  # the scaler saw it and backed off
+    assert int(bal.step) == 20 - skipped and bool(bal.stats.finite)
+    assert bal.weights[1] > 0 and not torch.equal(towers[1].weight, tower1)  # task 1 trains

@@ -9,7 +9,7 @@ from .balancer import Balancer, GramReduce
 from .checkpoint import check_state_dict, load_state_dict
 from .fork import fork
 from .multibalance import MultiBalance
-from .nonfinite import NONFINITE_POLICIES, NonFiniteGradientError
+from .nonfinite import NONFINITE_POLICIES, NonFiniteGradientError, RefusedStepsWarning
 from .rules import (
     IMTLG,
     MGDAUB,
@@ -45,6 +45,7 @@ __all__ = [
     "MultiBalanceRule",
     "NonFiniteGradientError",
     "PCGrad",
+    "RefusedStepsWarning",
     "Rule",
     "__version__",
     "check_state_dict",

@@ -28,6 +28,7 @@ the range check (``range_check=False`` removes it), and for the
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -35,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from . import ops
-from ._validation import check_choice
+from ._validation import check_choice, check_int
 from .amp import check_grad_scaler, current_scale, unscale_gram
 from .distributed import active_group, all_reduce_gram, check_process_group
 from .fork import fork
@@ -43,6 +44,7 @@ from .nonfinite import (
     NONFINITE_POLICIES,
     NonFiniteGradientError,
     NonFinitePolicy,
+    RefusedStepsWarning,
     all_finite,
     nonfinite_tasks,
 )
@@ -94,13 +96,18 @@ class Balancer(nn.Module):
             T = 8 about a tenth of pass 1's time on a CPU core), and the
             off-diagonal of ``stats.gram`` is NaN (not computed). The Triton
             path always computes the whole matrix (free on a GPU).
+        warn_after_refused: warn (:class:`RefusedStepsWarning`, once per streak) when
+            this many balancing steps in a row were refused (non-finite statistics, a
+            dropped task under ``"skip_task"``); ``None`` never warns. Default 20.
 
-    State (``state_dict``): the rule's state tensors, ``step`` (int64) and
-    ``weights`` (the last weights applied), plus the rule's configuration.
+    State (``state_dict``): the rule's state tensors, ``step`` (int64), ``weights``
+    (float64, the last weights applied) and ``refused_streak`` (int64, the number of
+    steps refused in a row), plus the rule's configuration.
     """
 
     step: Tensor
     weights: Tensor
+    refused_streak: Tensor
 
     def __init__(
         self,
@@ -113,6 +120,7 @@ class Balancer(nn.Module):
         grad_scaler: torch.amp.GradScaler | None = None,
         range_check: bool = True,
         full_gram: bool = False,
+        warn_after_refused: int | None = 20,
     ) -> None:
         super().__init__()
         if not isinstance(rule, Rule):
@@ -132,16 +140,24 @@ class Balancer(nn.Module):
         self.grad_scaler = check_grad_scaler(grad_scaler)
         self.range_check = range_check
         self.full_gram = full_gram
+        self.warn_after_refused = (
+            None
+            if warn_after_refused is None
+            else check_int("warn_after_refused", warn_after_refused, low=1)
+        )
         self._state_names = tuple(rule.init_state())
         for name, value in rule.init_state().items():
-            if name in ("step", "weights"):
+            if name in _OWN_STATE:
                 raise ValueError(f"rule state name {name!r} is reserved")
             self.register_buffer(name, value)
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
         # float64: any finite weight a rule returns fits (a float32 buffer turned weights
         # above 3.4e38, e.g. norm ratios above 1e38 in float64 training, into inf)
         self.register_buffer("weights", torch.ones(self.num_tasks, dtype=torch.float64))
+        self.register_buffer("refused_streak", torch.zeros((), dtype=torch.int64))
         self._stats: BalanceStats | None = None
+        self._warned = False  # for the current streak of refused steps
+        self._pending_streak: tuple[Tensor, Any] | None = None  # CUDA: count in flight
 
     # ------------------------------------------------------------------ forward
     def forward(self, z: Tensor) -> tuple[Tensor, ...]:
@@ -251,6 +267,7 @@ class Balancer(nn.Module):
         # the step commits (a failed step on another device leaves them where they were).
         old_state = {name: getattr(self, name).to(device) for name in self._state_names}
         old_step = self.step.to(device)
+        old_streak = self.refused_streak.to(device)
         step = old_step + 1
         # Rules never see inf/NaN (some factorise the Gram matrix and would raise): a
         # non-finite step runs on a zeroed copy, and its result is discarded below.
@@ -268,8 +285,10 @@ class Balancer(nn.Module):
             # dropped tasks' inf/NaN are expected; some task must be left
             finite = active.any() & all_finite(*results)
             dropped = (bad & active.any()).tolist()
+            accepted = finite & active.all()  # a dropped task counts as a refusal
         else:
             finite = all_finite(gram, *results)
+            accepted = finite
         if policy == "raise" and not bool(finite):
             raise FloatingPointError(
                 "the balancing weights or rule state are not finite although every task "
@@ -283,6 +302,7 @@ class Balancer(nn.Module):
         }
         new_step = torch.where(finite, step, old_step)
         applied = torch.where(finite, weights, self.weights.to(device))
+        streak = torch.where(accepted, torch.zeros_like(old_streak), old_streak + 1)
         stats = BalanceStats(
             gram=gram if off_diagonal_known else _unknown_off_diagonal(gram),
             norms=gram.diagonal().clamp_min(0).sqrt(),
@@ -290,14 +310,20 @@ class Balancer(nn.Module):
             state=committed,
             step=new_step,
             finite=finite,
+            refused_streak=streak,
         )
-        return _Proposal(applied, committed, new_step, stats, dropped)
+        return _Proposal(applied, committed, new_step, streak, stats, dropped)
 
     def _commit(self, proposal: _Proposal) -> None:
         """Write a proposed step into the buffers: in place on the same device; on another
         device the buffers move there (the state follows the gradients, so forgetting the
         balancer in ``model.to(device)`` costs nothing)."""
-        values = {**proposal.state, "step": proposal.step, "weights": proposal.applied}
+        values = {
+            **proposal.state,
+            "step": proposal.step,
+            "weights": proposal.applied,
+            "refused_streak": proposal.streak,
+        }
         if self.step.device == proposal.step.device:
             for name, value in values.items():
                 getattr(self, name).copy_(value)
@@ -305,6 +331,62 @@ class Balancer(nn.Module):
             for name, value in values.items():
                 self._buffers[name] = value.clone()
         self._stats = proposal.stats
+        self._watch_refusals(proposal.streak)
+
+    def _watch_refusals(self, streak: Tensor) -> None:
+        """Warn once per streak of refused steps longer than ``warn_after_refused``.
+
+        A CPU count is read directly (host memory, no device sync). A CUDA count is
+        copied to pinned host memory without waiting and read on the next step, when its
+        event has completed: the warning comes a step late, and no step waits for it."""
+        if self.warn_after_refused is None:
+            return
+        if streak.device.type != "cuda":
+            self._check_refusals(int(streak))
+            return
+        pending = self._pending_streak
+        if pending is not None and pending[1].query():
+            self._check_refusals(int(pending[0]))
+        host = torch.empty((), dtype=torch.int64, pin_memory=True)
+        host.copy_(streak, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._pending_streak = (host, event)
+
+    def _check_refusals(self, count: int) -> None:
+        assert self.warn_after_refused is not None
+        if count < self.warn_after_refused:
+            self._warned = False  # the streak ended (or has not reached the threshold)
+            return
+        if self._warned:
+            return
+        self._warned = True
+        warnings.warn(RefusedStepsWarning(self._refusal_reason(count)), stacklevel=2)
+
+    def _refusal_reason(self, count: int) -> str:
+        """The warning's text: how many, why the latest was refused, which tasks."""
+        stats = self._stats
+        head = (
+            f"{type(self).__name__} (rule {self.rule.name!r}): {count} balancing steps in a "
+            f"row were refused; "
+        )
+        if stats is None:
+            return head + "no statistics recorded"
+        bad = nonfinite_tasks(stats.gram).nonzero().flatten().tolist()
+        if not bad:
+            return head + (
+                "the latest because the rule's weights or state were not finite although "
+                "every task gradient was (the last finite weights were applied)"
+            )
+        reason = f"the latest because of a non-finite (inf/NaN) gradient on task index(es) {bad}"
+        if current_scale(self.grad_scaler) is not None:
+            return head + reason + (
+                "; with the GradScaler every such step is skipped so that it backs off, and "
+                "a long streak means the gradient is not finite at any scale (a NaN loss?)"
+            )
+        if self.nonfinite == "skip_task" and len(bad) < self.num_tasks:
+            return head + reason + " (nonfinite='skip_task': those tasks are not training)"
+        return head + reason + " (the balancer state is held; the last finite weights apply)"
 
     # ------------------------------------------------------------------- state
     def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Balancer:
@@ -333,7 +415,10 @@ class Balancer(nn.Module):
             getattr(self, name).copy_(value)
         self.step.zero_()
         self.weights.fill_(1.0)
+        self.refused_streak.zero_()
         self._stats = None
+        self._warned = False
+        self._pending_streak = None
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"rule": self.rule.name, "config": self.rule.config()}
@@ -398,12 +483,17 @@ class Balancer(nn.Module):
         return f"rule={self.rule!r}, backend={self.backend!r}, nonfinite={self.nonfinite!r}{full}"
 
 
+#: Buffers of the balancer itself (rule state may not use these names).
+_OWN_STATE = ("step", "weights", "refused_streak")
+
+
 class _Proposal(NamedTuple):
     """What one balancing step would commit (see :meth:`Balancer._propose`)."""
 
     applied: Tensor  # the weights applied this step
     state: dict[str, Tensor]  # the rule state after the step
     step: Tensor
+    streak: Tensor  # steps refused in a row, this one included
     stats: BalanceStats
     dropped: list[bool] | None  # "skip_task": the tasks left out of pass 2
 

@@ -58,6 +58,15 @@ class NonFiniteGradientError(FloatingPointError):
         )
 
 
+class RefusedStepsWarning(RuntimeWarning):
+    """Many balancing steps in a row were refused (``Balancer(warn_after_refused=...)``).
+
+    Each refusal is correct on its own (non-finite statistics must not enter the state),
+    but a balancer that refuses step after step has stopped balancing: the warning names
+    the reason of the latest refusal and the task indices, once per streak.
+    """
+
+
 def nonfinite_tasks(gram: Tensor) -> Tensor:
     """``[T]`` bool: tasks whose squared gradient norm (Gram diagonal) is inf or NaN."""
     return ~gram.diagonal().isfinite()

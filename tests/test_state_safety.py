@@ -26,10 +26,18 @@ def snapshot(bal: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in bal.state_dict().items() if isinstance(v, torch.Tensor)}
 
 
-def assert_unchanged(bal: torch.nn.Module, before: dict[str, torch.Tensor]) -> None:
+def assert_unchanged(
+    bal: torch.nn.Module, before: dict[str, torch.Tensor], *, refused: bool = False
+) -> None:
+    """Every state tensor as in ``before``; after a refused step (``refused=True``) all but
+    the refusal counter, which went up by one."""
     after = snapshot(bal)
     assert after.keys() == before.keys()
+    if refused:
+        assert int(after.pop("refused_streak")) == int(before["refused_streak"]) + 1
     for key, value in before.items():
+        if key not in after:
+            continue
         got = after[key]
         assert got.dtype == value.dtype and got.device == value.device, key
         assert torch.equal(got, value), key
@@ -210,7 +218,7 @@ def test_non_finite_rule_output_from_finite_gradients_is_refused_not_applied() -
     gs = grads(1.0, 2.0, 3.0, dtype=torch.float64)
     out = backward(bal, gs)
     assert not bool(bal.stats.finite)
-    assert_unchanged(bal, before)
+    assert_unchanged(bal, before, refused=True)
     w = bal.weights
     torch.testing.assert_close(out, sum(w[t] * gs[t] for t in range(T)), rtol=1e-12, atol=0)
 
@@ -248,3 +256,80 @@ def test_an_overflow_with_a_grad_scaler_is_the_scalers_whatever_the_policy(polic
     assert skipped >= 1 and scaler.get_scale() < 2.0**16  # the scaler saw it and backed off
     assert int(bal.step) == 20 - skipped and bool(bal.stats.finite)
     assert bal.weights[1] > 0 and not torch.equal(towers[1].weight, tower1)  # task 1 trains
+
+
+# ------------------------------------------------------------- refused steps are loud
+def _nan_in(task: int, *scales: float) -> list[torch.Tensor]:
+    gs = grads(*scales)
+    gs[task][0, 0] = float("nan")
+    return gs
+
+
+@pytest.mark.parametrize("policy", ["skip_update", "skip_task"])
+def test_a_streak_of_refused_steps_is_counted_and_warned_once(policy: str) -> None:
+    import warnings
+
+    bal = mbk.MultiBalance(T, nonfinite=policy, warn_after_refused=4)
+    backward(bal, grads(1.0, 2.0, 3.0))
+    assert int(bal.refused_streak) == 0 and int(bal.stats.refused_streak) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for k in range(1, 9):
+            backward(bal, _nan_in(1, 1.0, 2.0, 3.0))
+            assert int(bal.stats.refused_streak) == k == int(bal.refused_streak)
+    refused = [w for w in caught if issubclass(w.category, mbk.RefusedStepsWarning)]
+    assert len(refused) == 1  # once per streak
+    message = str(refused[0].message)
+    assert "4 balancing steps in a row were refused" in message
+    assert "task index(es) [1]" in message
+    if policy == "skip_task":
+        assert "skip_task" in message and int(bal.step) == 9  # the others did train
+    else:
+        assert int(bal.step) == 1
+    # an accepted step ends the streak; the next streak warns again
+    backward(bal, grads(1.0, 2.0, 3.0))
+    assert int(bal.stats.refused_streak) == 0
+    with pytest.warns(mbk.RefusedStepsWarning, match="4 balancing steps"):
+        for _ in range(4):
+            backward(bal, _nan_in(2, 1.0, 2.0, 3.0))
+
+
+def test_the_warning_names_a_non_finite_rule_output() -> None:
+    class Broken(mbk.MultiBalanceRule):
+        def weights(self, gram, state, step):  # type: ignore[no-untyped-def]
+            w, new = super().weights(gram, state, step)
+            return w * float("inf"), new
+
+    bal = mbk.Balancer(Broken(T), warn_after_refused=2)
+    with pytest.warns(mbk.RefusedStepsWarning, match="rule's weights or state were not finite"):
+        for _ in range(2):
+            backward(bal, grads(1.0, 2.0, 3.0))
+    assert int(bal.step) == 0 and int(bal.refused_streak) == 2
+
+
+def test_the_warning_explains_a_grad_scaler_streak() -> None:
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**4)
+    bal = mbk.MultiBalance(2, grad_scaler=scaler, warn_after_refused=3)
+    z = torch.zeros(SHAPE, requires_grad=True)
+    with pytest.warns(mbk.RefusedStepsWarning, match=r"task index\(es\) \[0\].*GradScaler"):
+        for _ in range(3):
+            a, b = bal(z)
+            scaler.scale((a * float("nan")).sum() + b.sum()).backward()
+
+
+def test_no_warning_when_switched_off_and_the_threshold_is_validated() -> None:
+    import warnings
+
+    bal = mbk.MultiBalance(T, warn_after_refused=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(30):
+            backward(bal, _nan_in(0, 1.0, 2.0, 3.0))
+    assert int(bal.refused_streak) == 30  # still counted
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(
+            ValueError, match=r"warn_after_refused must be an integer in \[1, inf\)"
+        ):
+            mbk.MultiBalance(T, warn_after_refused=bad)
+    bal.reset()
+    assert int(bal.refused_streak) == 0

@@ -380,9 +380,13 @@ class Balancer(nn.Module):
             )
         reason = f"the latest because of a non-finite (inf/NaN) gradient on task index(es) {bad}"
         if current_scale(self.grad_scaler) is not None:
-            return head + reason + (
-                "; with the GradScaler every such step is skipped so that it backs off, and "
-                "a long streak means the gradient is not finite at any scale (a NaN loss?)"
+            return (
+                head
+                + reason
+                + (
+                    "; with the GradScaler every such step is skipped so that it backs off, and "
+                    "a long streak means the gradient is not finite at any scale (a NaN loss?)"
+                )
             )
         if self.nonfinite == "skip_task" and len(bad) < self.num_tasks:
             return head + reason + " (nonfinite='skip_task': those tasks are not training)"
@@ -436,47 +440,138 @@ class Balancer(nn.Module):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
-        self._check_loadable(state_dict, prefix)
+        # PyTorch passes strict=True here whatever the caller asked (it sorts missing and
+        # unexpected keys out at the top, after copying); so: no entry of this balancer at
+        # all is PyTorch's missing-keys case, a partial or broken one is refused here.
+        # Balancer.load_state_dict and mbk.load_state_dict check the caller's strict first.
+        self._check_loadable(state_dict, prefix, strict=False)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+        self._warned = False
+        self._pending_streak = None
 
-    def check_state_dict(self, state_dict: Mapping[str, Any], prefix: str = "") -> None:
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """``nn.Module.load_state_dict`` after :meth:`check_state_dict`: a state that does
+        not fit raises ``ValueError`` and changes nothing."""
+        self.check_state_dict(state_dict, strict=strict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def check_state_dict(
+        self, state_dict: Mapping[str, Any], prefix: str = "", strict: bool = True
+    ) -> None:
         """Raise ``ValueError`` (changing nothing) if ``state_dict`` (entries under
-        ``prefix``) does not fit this balancer: other ``num_tasks``, other rule, wrong
-        shapes, non-finite values. ``load_state_dict`` runs this before copying."""
-        self._check_loadable(state_dict, prefix)
+        ``prefix``) does not fit this balancer: a missing or (``strict``) unexpected entry,
+        another ``num_tasks``, rule or rule configuration, a wrong shape or kind of dtype,
+        a non-finite or out-of-range value. ``load_state_dict`` runs this before copying.
 
-    def _check_loadable(self, state_dict: Mapping[str, Any], prefix: str) -> None:
-        """Raise ``ValueError`` (changing nothing) if the state does not fit this balancer."""
-        extra = state_dict.get(prefix + "_extra_state")
-        if isinstance(extra, Mapping):
-            saved_t = extra.get("config", {}).get("num_tasks")
-            if saved_t is not None and saved_t != self.num_tasks:
+        A saved configuration that differs from this balancer's (``beta``, ``relax``,
+        ...) is refused rather than silently continued with the new settings. To resume
+        with other hyperparameters on purpose, edit the saved configuration
+        (``sd["_extra_state"]["config"]["beta"] = 0.95``) before loading.
+        """
+        self._check_loadable(state_dict, prefix, strict)
+
+    def _check_loadable(self, state_dict: Mapping[str, Any], prefix: str, strict: bool) -> bool:
+        """Raise ``ValueError`` (changing nothing) if the state does not fit this balancer;
+        return whether there is anything to load."""
+        names = (*self._state_names, *_OWN_STATE, "_extra_state")
+        present = [name for name in names if prefix + name in state_dict]
+        if not present and not strict:
+            return False
+        if strict:
+            unexpected = [
+                k for k in state_dict if k.startswith(prefix) and k[len(prefix) :] not in names
+            ]
+            if unexpected:
                 raise ValueError(
-                    f"state_dict was saved for num_tasks={saved_t}, but this balancer has "
-                    f"num_tasks={self.num_tasks}; num_tasks must match to load it"
+                    f"state_dict has unexpected entries {unexpected} under prefix {prefix!r} "
+                    f"(this balancer has {', '.join(repr(prefix + n) for n in names)}); "
+                    f"nothing was loaded"
                 )
-            if extra.get("rule") not in (None, self.rule.name):
-                raise ValueError(
-                    f"state_dict was saved for rule {extra.get('rule')!r}, "
-                    f"this balancer uses rule {self.rule.name!r}"
-                )
-        for name in (*self._state_names, "weights", "step"):
-            key = prefix + name
-            if key not in state_dict:
-                continue
-            value = state_dict[key]
-            expected = getattr(self, name).shape
-            if not isinstance(value, Tensor) or value.shape != expected:
-                got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                raise ValueError(
-                    f"state_dict entry {key!r} has shape {got}, expected {tuple(expected)}: "
-                    f"it was saved for a different num_tasks (this balancer: num_tasks="
-                    f"{self.num_tasks})"
-                )
-            if value.is_floating_point() and not torch.isfinite(value).all():
-                raise ValueError(f"state_dict entry {key!r} must be finite")
+        if "_extra_state" in present:
+            self._check_extra_state(state_dict[prefix + "_extra_state"], prefix + "_extra_state")
+        for name in (*self._state_names, *_OWN_STATE):
+            if name in present:
+                buffer = getattr(self, name)
+                self._check_state_entry(prefix + name, state_dict[prefix + name], buffer)
+        missing = [prefix + name for name in names if name not in present]
+        if missing:
+            raise ValueError(
+                f"state_dict has no entry {', '.join(repr(k) for k in missing)} for this "
+                f"balancer (it needs {', '.join(repr(prefix + n) for n in names)}); "
+                f"nothing was loaded"
+            )
+        self.rule.check_state(
+            {name: state_dict[prefix + name] for name in self._state_names}, prefix
+        )
+        step, streak = int(state_dict[prefix + "step"]), int(state_dict[prefix + "refused_streak"])
+        for key, value in ((prefix + "step", step), (prefix + "refused_streak", streak)):
+            if value < 0:
+                raise ValueError(f"state_dict entry {key!r} must be in [0, inf), got {value}")
+        return True
+
+    def _check_extra_state(self, extra: Any, key: str) -> None:
+        if not (isinstance(extra, Mapping) and isinstance(extra.get("config"), Mapping)):
+            raise ValueError(
+                f"state_dict entry {key!r} must be a mapping with 'rule' and 'config' "
+                f"(what Balancer.state_dict saves), got {type(extra).__name__}"
+            )
+        config = extra["config"]
+        saved_t = config.get("num_tasks")
+        if saved_t != self.num_tasks:
+            raise ValueError(
+                f"state_dict was saved for num_tasks={saved_t}, but this balancer has "
+                f"num_tasks={self.num_tasks}; num_tasks must match to load it"
+            )
+        if extra.get("rule") != self.rule.name:
+            raise ValueError(
+                f"state_dict was saved for rule {extra.get('rule')!r}, "
+                f"this balancer uses rule {self.rule.name!r}"
+            )
+        ours = self.rule.config()
+        differ = [
+            f"{k}: saved {config.get(k, '<missing>')!r}, this balancer {ours.get(k, '<none>')!r}"
+            for k in sorted(set(ours) | set(config))
+            if config.get(k, _MISSING) != ours.get(k, _MISSING)
+        ]
+        if differ:
+            raise ValueError(
+                f"state_dict was saved with another {self.rule.name!r} configuration "
+                f"({'; '.join(differ)}); resuming would silently continue with other "
+                f"settings. Build the balancer with the saved ones, or edit "
+                f"{key!r}['config'] to change them on purpose"
+            )
+
+    @staticmethod
+    def _check_state_entry(key: str, value: Any, buffer: Tensor) -> None:
+        """Type, shape, kind of dtype and finiteness of one saved state tensor."""
+        if not isinstance(value, Tensor):
+            raise ValueError(f"state_dict entry {key!r} must be a tensor, got {type(value)}")
+        if _holds_no_data(value):
+            raise ValueError(f"state_dict entry {key!r} is a {value.device.type} tensor: no data")
+        if value.shape != buffer.shape:
+            raise ValueError(
+                f"state_dict entry {key!r} has shape {tuple(value.shape)}, expected "
+                f"{tuple(buffer.shape)}: it was saved for a different num_tasks or is corrupt"
+            )
+        floating = buffer.is_floating_point()
+        integer = not floating and value.dtype != torch.bool and not value.is_complex()
+        kind_ok = (
+            value.is_floating_point() if floating else integer and not value.is_floating_point()
+        )
+        if not kind_ok:
+            kind = "floating-point" if floating else "integer"
+            raise ValueError(
+                f"state_dict entry {key!r} must have an {kind} dtype (this balancer stores "
+                f"{buffer.dtype}), got {value.dtype}"
+            )
+        if floating and not torch.isfinite(value.to(buffer.dtype)).all():
+            raise ValueError(
+                f"state_dict entry {key!r} must be finite (in {buffer.dtype}), got {value}"
+            )
 
     def extra_repr(self) -> str:
         full = ", full_gram=True" if self.full_gram else ""
@@ -485,6 +580,7 @@ class Balancer(nn.Module):
 
 #: Buffers of the balancer itself (rule state may not use these names).
 _OWN_STATE = ("step", "weights", "refused_streak")
+_MISSING = object()
 
 
 class _Proposal(NamedTuple):

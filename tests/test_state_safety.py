@@ -333,3 +333,231 @@ def test_no_warning_when_switched_off_and_the_threshold_is_validated() -> None:
             mbk.MultiBalance(T, warn_after_refused=bad)
     bal.reset()
     assert int(bal.refused_streak) == 0
+
+
+# ------------------------------------------------------ 4-6. checkpoints that do not fit
+def _trained(rule: str = "multibalance", steps: int = 2, **kwargs) -> mbk.Balancer:
+    bal = mbk.Balancer(mbk.make_rule(rule, T, **kwargs))
+    for _ in range(steps):
+        backward(bal, grads(1.0, 10.0, 100.0))
+    return bal
+
+
+def test_a_checkpoint_with_a_missing_entry_is_refused_before_anything_is_copied() -> None:
+    bal = _trained(steps=2)
+    sd = _trained(steps=5).state_dict()
+    del sd["ema"]
+    before = snapshot(bal)
+    with pytest.raises(ValueError, match=r"no entry 'ema'.*nothing was loaded"):
+        bal.load_state_dict(sd)
+    assert_unchanged(bal, before)  # step and weights were not overwritten either
+    # with the balancer as a submodule: torch's own loader (the balancer refuses before
+    # copying itself) and the model-level one (which validates before copying anything)
+    model = torch.nn.Module()
+    model.lin = torch.nn.Linear(2, 2)
+    model.balancer = bal
+    full = {f"lin.{k}": v + 1 for k, v in model.lin.state_dict().items()}
+    full.update({f"balancer.{k}": v for k, v in sd.items()})
+    lin_before = {k: v.clone() for k, v in model.lin.state_dict().items()}
+    with pytest.raises(ValueError, match=r"no entry 'balancer.ema'"):
+        mbk.load_state_dict(model, full)
+    assert_unchanged(bal, before)
+    for k, v in model.lin.state_dict().items():
+        assert torch.equal(v, lin_before[k]), k  # validated before anything was copied
+    with pytest.raises(ValueError, match=r"no entry 'balancer.ema'"):
+        model.load_state_dict(full)
+    assert_unchanged(bal, before)
+
+
+def test_a_checkpoint_with_another_configuration_is_refused_naming_the_fields() -> None:
+    bal = mbk.MultiBalance(T, beta=0.95, relax=0.5)
+    sd = mbk.MultiBalance(T, beta=0.9, relax=0.5).state_dict()
+    before = snapshot(bal)
+    with pytest.raises(ValueError, match=r"beta: saved 0\.9, this balancer 0\.95") as info:
+        bal.load_state_dict(sd)
+    assert "relax" not in str(info.value)  # only the fields that differ
+    assert_unchanged(bal, before)
+    assert bal.rule.beta == 0.95
+    # changing a hyperparameter on resume is possible, on purpose
+    sd["_extra_state"]["config"]["beta"] = 0.95
+    bal.load_state_dict(sd)
+
+
+@pytest.mark.parametrize(("key", "value"), [("step", -1), ("refused_streak", -3)])
+def test_negative_counters_are_refused(key: str, value: int) -> None:
+    bal = _trained()
+    sd = bal.state_dict()
+    sd[key] = torch.tensor(value)
+    before = snapshot(bal)
+    with pytest.raises(ValueError, match=rf"'{key}' must be in \[0, inf\), got {value}"):
+        bal.load_state_dict(sd)
+    assert_unchanged(bal, before)
+
+
+def _corruptions(bal: mbk.Balancer) -> list[tuple[str, object, str]]:
+    """(key, new value or _DELETE, text the error must contain) for a balancer's state dict."""
+    sd = bal.state_dict()
+    tensors = [k for k, v in sd.items() if isinstance(v, torch.Tensor)]
+    out: list[tuple[str, object, str]] = [("bogus", torch.zeros(1), "'bogus'")]
+    for key in tensors:
+        v = sd[key]
+        out.append((key, _DELETE, f"'{key}'"))
+        out.append((key, torch.zeros(v.numel() + 1), f"'{key}' has shape"))
+        out.append((key, torch.zeros(v.shape, dtype=torch.bool), f"'{key}' must have"))
+        if v.is_floating_point():
+            out.append((key, torch.full(v.shape, float("nan")), f"'{key}' must be finite"))
+            if v.dtype == torch.float32:  # overflows the buffer's dtype
+                out.append((key, torch.full(v.shape, 1e300, dtype=torch.float64), f"'{key}'"))
+            out.append((key, torch.zeros(v.shape, dtype=torch.int64), f"'{key}' must have"))
+        else:
+            out.append((key, torch.full(v.shape, -1), f"'{key}' must be in [0, inf)"))
+            out.append((key, torch.zeros(v.shape), f"'{key}' must have"))
+        out.append((key, torch.zeros(v.shape, device="meta"), f"'{key}'"))
+    if "ema" in sd:
+        out.append(("ema", -torch.ones(T), "'ema' must be in [0, inf)"))
+    out.append(("_extra_state", _DELETE, "'_extra_state'"))
+    out.append(("_extra_state", [1, 2], "'_extra_state' must be a mapping"))
+    extra = sd["_extra_state"]
+    out.append(("_extra_state", {**extra, "rule": "other"}, "rule 'other'"))
+    for field, value in extra["config"].items():
+        if field == "num_tasks":
+            new: object = value + 1
+        elif isinstance(value, bool):
+            new = not value
+        elif isinstance(value, float):
+            new = value / 2
+        elif isinstance(value, int):
+            new = (value + 1) % T
+        elif isinstance(value, list):
+            new = [x + 1 for x in value]
+        else:
+            new = "mean" if value != "mean" else "max"
+        config = {**extra["config"], field: new}
+        out.append(("_extra_state", {**extra, "config": config}, field))
+    return out
+
+
+_DELETE = object()
+STATEFUL_AND_CONFIGURED = ["multibalance", "max_norm", "pcgrad", "linear", "cagrad", "mgda_ub"]
+
+
+@pytest.mark.parametrize("rule", STATEFUL_AND_CONFIGURED)
+def test_every_corrupted_checkpoint_is_refused_naming_the_field(rule: str) -> None:
+    """Missing key, extra key, wrong shape, wrong kind of dtype, a negative counter, a
+    non-finite or negative EMA, data-less tensors, another rule or configuration: each
+    refused with an error naming the field, and nothing changes. Every variant of every
+    entry is tried (an enumeration, so none is left to chance)."""
+    bal = _trained(rule, steps=2)
+    source = _trained(rule, steps=4)
+    before = snapshot(bal)
+    config = bal.rule.config()
+    for key, value, expected in _corruptions(source):
+        sd = source.state_dict()
+        if value is _DELETE:
+            del sd[key]
+        else:
+            sd[key] = value
+        with pytest.raises(ValueError) as info:
+            bal.load_state_dict(sd)
+        assert expected in str(info.value), (key, value, str(info.value))
+        assert_unchanged(bal, before)
+        assert bal.rule.config() == config
+    bal.load_state_dict(source.state_dict())  # the intact one loads and round-trips
+    assert_unchanged(bal, snapshot(source))
+
+
+def test_model_level_loader_checks_every_module_before_copying() -> None:
+    model = torch.nn.Module()
+    model.lin = torch.nn.Linear(2, 2)
+    model.balancer = _trained()
+    other = torch.nn.Module()
+    other.lin = torch.nn.Linear(2, 3)  # another shape
+    other.balancer = _trained(steps=5)
+    before = {k: v.clone() for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    with pytest.raises(ValueError, match=r"'lin.weight' has shape \(3, 2\).*\(2, 2\)"):
+        mbk.load_state_dict(model, other.state_dict())
+    sd = model.state_dict()
+    sd["extra.weight"] = torch.zeros(1)
+    with pytest.raises(ValueError, match=r"unexpected keys \['extra.weight'\]"):
+        mbk.load_state_dict(model, sd)
+    after = model.state_dict()
+    for k, v in before.items():
+        assert torch.equal(v, after[k]), k
+    # strict=False: a checkpoint without the balancer loads the rest, the balancer keeps its
+    # state (as PyTorch does for missing keys)
+    partial = {k: v + 1 for k, v in model.lin.state_dict().items()}
+    mbk.load_state_dict(model, {f"lin.{k}": v for k, v in partial.items()}, strict=False)
+    assert torch.equal(model.lin.weight, partial["weight"])
+    assert torch.equal(model.balancer.ema, before["balancer.ema"])
+
+
+# ------------------------------- any exception in forward/backward/load changes nothing
+def _raise(*args, **kwargs):
+    raise RuntimeError("injected failure")
+
+
+FAILURES = ("forward_int", "pass1", "reduce", "rule", "pass2", "raise_policy", "backend", "load")
+
+
+@PROPERTY
+@given(
+    failure=st.sampled_from(FAILURES),
+    rule=st.sampled_from(sorted(mbk.RULES)),
+    warmup=st.integers(0, 3),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    policy=st.sampled_from(list(mbk.NONFINITE_POLICIES)),
+)
+def test_an_exception_anywhere_leaves_every_state_tensor_bit_identical(
+    failure: str, rule: str, warmup: int, dtype: torch.dtype, policy: str
+) -> None:
+    from unittest import mock
+
+    reduce_calls = {"fail": False}
+
+    def gram_reduce(g: torch.Tensor) -> torch.Tensor:
+        if reduce_calls["fail"]:
+            raise RuntimeError("injected failure")
+        return g
+
+    backend = "triton" if failure == "backend" else "torch"
+    bal = mbk.Balancer(mbk.make_rule(rule, T), nonfinite=policy, gram_reduce=gram_reduce)
+    for _ in range(warmup):
+        backward(bal, grads(1.0, 10.0, 100.0, dtype=dtype))
+    before = snapshot(bal)
+    gs = grads(1.0, 10.0, 100.0, dtype=dtype)
+    with pytest.raises((RuntimeError, ValueError, FloatingPointError)):
+        if failure == "forward_int":
+            bal(torch.ones(SHAPE, dtype=torch.int64))
+        elif failure == "pass1":
+            with (
+                mock.patch.object(mbk.ops, "gram", _raise),
+                mock.patch.object(mbk.ops, "sq_norms", _raise),
+            ):
+                backward(bal, gs)
+        elif failure == "reduce":
+            reduce_calls["fail"] = True
+            backward(bal, gs)
+        elif failure == "rule":
+            with (
+                mock.patch.object(bal.rule, "weights", _raise),
+                mock.patch.object(bal.rule, "weights_subset", _raise),
+            ):
+                backward(bal, gs)
+        elif failure == "pass2":
+            with mock.patch.object(mbk.ops, "weighted_sum", _raise):
+                backward(bal, gs)
+        elif failure == "raise_policy":
+            gs[1][0, 0] = float("inf")
+            if policy != "raise":
+                raise RuntimeError("only 'raise' raises here")  # nothing to test
+            backward(bal, gs)
+        elif failure == "backend":  # float64 is not a Triton dtype; float32 on CPU raises
+            bal.backend = backend  # without the interpreter; either way an error
+            if dtype == torch.float32:
+                raise RuntimeError("interpreter runs float32; covered by float64 draws")
+            backward(bal, gs)
+        else:  # load a state dict with one broken entry
+            sd = bal.state_dict()
+            sd["step"] = torch.tensor(-5)
+            bal.load_state_dict(sd)
+    assert_unchanged(bal, before)

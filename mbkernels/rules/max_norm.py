@@ -56,5 +56,14 @@ class MaxNorm(Rule):
         w = torch.where(norms > 0, scale / (norms + self.eps), torch.ones_like(norms))
         return w.to(gram.dtype), {"ema": ema.to(state["ema"].dtype)}
 
+    def check_state(self, state: Mapping[str, Tensor], prefix: str = "") -> None:
+        """The EMA of gradient magnitudes is ``>= 0``."""
+        ema = state["ema"]
+        if bool((ema < 0).any()):
+            raise ValueError(
+                f"state_dict entry {prefix + 'ema'!r} must be in [0, inf) (an EMA of "
+                f"gradient norms), got {ema.tolist()}"
+            )
+
     def config(self) -> dict[str, Any]:
         return {"num_tasks": self.num_tasks, "beta": self.beta, "eps": self.eps}

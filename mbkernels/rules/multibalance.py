@@ -108,6 +108,15 @@ class MultiBalanceRule(Rule):
             w = torch.where(active, w, 0.0)
         return w, {"ema": ema.to(state["ema"].dtype)}
 
+    def check_state(self, state: Mapping[str, Tensor], prefix: str = "") -> None:
+        """The EMA of gradient magnitudes is ``>= 0``."""
+        ema = state["ema"]
+        if bool((ema < 0).any()):
+            raise ValueError(
+                f"state_dict entry {prefix + 'ema'!r} must be in [0, inf) (an EMA of "
+                f"gradient norms), got {ema.tolist()}"
+            )
+
     def config(self) -> dict[str, Any]:
         return {
             "num_tasks": self.num_tasks,

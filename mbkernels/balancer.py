@@ -56,7 +56,7 @@ try:
     from torch._subclasses.fake_tensor import is_fake as _is_fake
 except ImportError:  # pragma: no cover - private module; meta tensors are still detected
 
-    def _is_fake(t: Tensor) -> bool:
+    def _is_fake(x: object) -> bool:  # type: ignore[misc]
         return False
 
 

@@ -163,9 +163,9 @@ def min_norm_weights(gram: Tensor, active: Tensor | None = None) -> Tensor:
     """
     t = gram.shape[0]
     if t > 2 and (t > MAX_EXACT_TASKS or gram.device.type == "cpu"):
-        g = normalize_gram(gram, ridge=0.0).cpu().numpy()
+        host = normalize_gram(gram, ridge=0.0).cpu().numpy()
         keep = None if active is None else active.cpu().numpy()
-        w = torch.from_numpy(min_norm_point(g, keep))
+        w = torch.from_numpy(min_norm_point(host, keep))
         return w.to(device=gram.device, dtype=torch.float64)
     g = normalize_gram(gram)
     if t == 2 and active is None:

@@ -75,12 +75,15 @@ def test_skip_task_balances_the_others_among_themselves(reference: str, dropped:
     assert torch.isfinite(out).all()
     keep = [t for t in range(T) if t != dropped]
     # Reference: the MultiBalance formula on the kept tasks only (float64), step 2. With
-    # the target (task 0) dropped, the reference magnitude is its held EMA.
+    # the target (task 0) dropped, the reference magnitude is its held EMA, bias-corrected
+    # for the one update it has had (not for the global step 2).
     g64 = [grads[t].double() for t in keep]
     norms = torch.stack([g.norm() for g in g64])
     ema = ema1.double().clone()
     ema[keep] = beta * ema[keep] + (1 - beta) * norms
-    m = ema / (1 - beta**2)
+    updates = torch.full((T,), 2.0, dtype=torch.float64)
+    updates[dropped] = 1.0
+    m = ema / (1 - beta**updates)
     ref = {"target": m[0], "mean": m[keep].mean(), "max": m[keep].max()}[reference]
     w = relax * ref / (m + 1e-8) + (1 - relax)
     w[dropped] = 0.0
@@ -89,6 +92,7 @@ def test_skip_task_balances_the_others_among_themselves(reference: str, dropped:
     torch.testing.assert_close(bal.weights.double(), w, rtol=1e-6, atol=0)
     torch.testing.assert_close(bal.ema.double(), ema, rtol=1e-6, atol=0)
     assert bal.ema[dropped] == ema1[dropped] and int(bal.step) == 2
+    assert bal.count.tolist() == updates.long().tolist()
 
 
 def test_skip_task_with_every_task_broken_skips_the_update() -> None:

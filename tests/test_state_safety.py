@@ -561,3 +561,24 @@ def test_an_exception_anywhere_leaves_every_state_tensor_bit_identical(
             sd["step"] = torch.tensor(-5)
             bal.load_state_dict(sd)
     assert_unchanged(bal, before)
+
+
+# ------------------- skip_task: a held EMA keeps the bias correction of its own updates
+def test_a_long_dropped_reference_task_keeps_its_magnitude() -> None:
+    """The target task is dropped from step 2 on: its held EMA is corrected for its one
+    update, so the reference magnitude stays its real gradient norm (with the global
+    step it shrank towards (1 - beta) times it, and the other weights with it)."""
+    beta = 0.9
+    bal = mbk.MultiBalance(T, beta=beta, relax=1.0, nonfinite="skip_task", warn_after_refused=None)
+    first = grads(4.0, 1.0, 1.0)
+    backward(bal, first)
+    n0 = float(first[0].double().norm())
+    for step in range(2, 40):
+        gs = grads(4.0, 1.0, 1.0)
+        gs[0][0, 0] = float("nan")
+        backward(bal, gs)
+    assert bal.count.tolist() == [1, 39, 39]
+    # reference magnitude = task 0's corrected EMA = its step-1 norm, exactly as at step 1
+    m = bal.ema.double() / (1 - beta ** bal.count.double())
+    torch.testing.assert_close(m[0], torch.tensor(n0, dtype=torch.float64), rtol=1e-6, atol=0)
+    torch.testing.assert_close(bal.weights[1:], n0 / (m[1:] + 1e-8), rtol=1e-6, atol=0)

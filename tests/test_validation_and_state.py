@@ -102,7 +102,14 @@ def test_loading_state_for_other_num_tasks_raises_and_changes_nothing() -> None:
 def test_state_lives_where_the_gradients_are() -> None:
     bal = mbk.MultiBalance(2)
     assert bal.ema.device.type == "cpu" and bal.ema.dtype == torch.float32
-    assert set(bal.state_dict()) == {"ema", "step", "weights", "refused_streak", "_extra_state"}
+    assert set(bal.state_dict()) == {
+        "ema",
+        "count",
+        "step",
+        "weights",
+        "refused_streak",
+        "_extra_state",
+    }
 
 
 def test_backend_resolution() -> None:

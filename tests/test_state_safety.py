@@ -573,7 +573,7 @@ def test_a_long_dropped_reference_task_keeps_its_magnitude() -> None:
     first = grads(4.0, 1.0, 1.0)
     backward(bal, first)
     n0 = float(first[0].double().norm())
-    for step in range(2, 40):
+    for _ in range(2, 40):
         gs = grads(4.0, 1.0, 1.0)
         gs[0][0, 0] = float("nan")
         backward(bal, gs)

@@ -302,7 +302,7 @@ class Balancer(nn.Module):
         }
         new_step = torch.where(finite, step, old_step)
         applied = torch.where(finite, weights, self.weights.to(device))
-        streak = torch.where(accepted, torch.zeros_like(old_streak), old_streak + 1)
+        streak = torch.where(accepted, 0, old_streak + 1)
         stats = BalanceStats(
             gram=gram if off_diagonal_known else _unknown_off_diagonal(gram),
             norms=gram.diagonal().clamp_min(0).sqrt(),

@@ -17,13 +17,20 @@ Per backward, through :mod:`mbkernels.ops`:
    or a custom ``gram_reduce``;
 3. mixed precision: divided by the GradScaler's ``scale**2`` (:mod:`mbkernels.amp`);
 4. the rule maps Gram + state to weights and new state, under the non-finite
-   policy (:mod:`mbkernels.nonfinite`);
-5. the new state is committed only if the statistics are finite;
-6. pass 2: ``sum_t w_t g_t`` in the gradients' dtype.
+   policy (:mod:`mbkernels.nonfinite`; with a GradScaler always ``"skip_update"``),
+   on the gradients' device; nothing is written yet;
+5. pass 2: ``sum_t w_t g_t`` in the gradients' dtype;
+6. commit: the new state if the statistics are finite (else the old one), the
+   count of steps refused in a row, and :attr:`Balancer.stats`. Last, so that an
+   error anywhere before leaves every state tensor as it was; the buffers move to
+   the gradients' device here, and only here.
 
 Everything stays on the device. Host reads (one boolean per step) happen for
 the range check (``range_check=False`` removes it), and for the
-``"skip_task"`` and ``"raise"`` policies; none for the default policy.
+``"skip_task"`` and ``"raise"`` policies; none for the default policy on CUDA (the
+refused-step count is read from a non-blocking copy a step later). A meta or
+fake-tensor pass computes nothing and changes nothing (it returns the plain sum).
+The statistics keep their dtype under ``.half()``/``.to(dtype)`` (:meth:`_apply`).
 """
 
 from __future__ import annotations

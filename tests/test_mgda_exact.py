@@ -97,8 +97,9 @@ def test_gpu_path_support_enumeration_satisfies_kkt(kind: str, t: int) -> None:
 
 
 def test_sixteen_tasks_through_the_fork_never_conflict() -> None:
-    """The case that once failed (a projected-gradient fallback at T = 16): the combined
-    gradient of the fork is the min-norm point and conflicts with no task."""
+    """At T = 16 an approximate solver (projected gradient with a fixed step count) stops
+    short of the optimum and can leave a task in conflict; the fork's combined gradient
+    must be the min-norm point and conflict with no task."""
     t = 16
     rng = np.random.default_rng(5)
     m = rng.standard_normal((t, 40)) + 0.5 * rng.standard_normal(40)

@@ -152,7 +152,7 @@ def test_dtype_conversions_never_touch_the_statistics(names: list[str], rule: st
 # ------------------------------------------------ 7. weights beyond float32's range
 def test_float64_training_with_a_norm_ratio_above_1e38_keeps_balancing() -> None:
     """MultiBalance weights near 1e40 are finite float64 numbers: committed and applied
-    (a float32 weights buffer made them inf and refused every step)."""
+    (stored in float32 they would be inf, and every step refused)."""
     from .helpers import multibalance_reference
 
     bal = mbk.MultiBalance(2, beta=0.9, relax=0.7, reference="target", target=0)
@@ -172,7 +172,8 @@ def test_float64_training_with_a_norm_ratio_above_1e38_keeps_balancing() -> None
 
 def test_pcgrad_in_float64_applies_projections_beyond_float32s_range() -> None:
     """A large gradient conflicting with a tiny one: the projection coefficient is ~1e40.
-    It was refused (float32 inf) and PCGrad fell back to the plain sum; it is applied."""
+    It is applied (in float32 it would be inf, the step refused, and the last weights,
+    the plain sum's, applied instead)."""
     from . import _rules_reference as ref
 
     m = torch.tensor([[1e20, 1e20, 0.0], [-1e-20, 0.0, 1e-20]], dtype=torch.float64)
@@ -227,8 +228,9 @@ def test_non_finite_rule_output_from_finite_gradients_is_refused_not_applied() -
 @pytest.mark.parametrize("policy", mbk.NONFINITE_POLICIES)
 def test_an_overflow_with_a_grad_scaler_is_the_scalers_whatever_the_policy(policy: str) -> None:
     """float16 z, scale 2^16, task 1's scaled gradient overflows: the whole step is
-    skipped, so the scaler backs off until task 1 fits and trains. (``"skip_task"``
-    dropped task 1 with a finite rest: the scale never shrank, task 1 never trained.)"""
+    skipped, so the scaler backs off until task 1 fits and trains. (Dropping task 1 under
+    ``"skip_task"`` would leave a finite rest: the scale would never shrink, and task 1
+    would never train.)"""
     torch.manual_seed(0)
     bottom = torch.nn.Linear(6, 4)
     towers = torch.nn.ModuleList(torch.nn.Linear(4, 1) for _ in range(2))
@@ -566,8 +568,8 @@ def test_an_exception_anywhere_leaves_every_state_tensor_bit_identical(
 # ------------------- skip_task: a held EMA keeps the bias correction of its own updates
 def test_a_long_dropped_reference_task_keeps_its_magnitude() -> None:
     """The target task is dropped from step 2 on: its held EMA is corrected for its one
-    update, so the reference magnitude stays its real gradient norm (with the global
-    step it shrank towards (1 - beta) times it, and the other weights with it)."""
+    update, so the reference magnitude stays its real gradient norm (corrected with the
+    global step it would shrink towards (1 - beta) times it, the other weights with it)."""
     beta = 0.9
     bal = mbk.MultiBalance(T, beta=beta, relax=1.0, nonfinite="skip_task", warn_after_refused=None)
     first = grads(4.0, 1.0, 1.0)

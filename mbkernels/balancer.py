@@ -158,8 +158,8 @@ class Balancer(nn.Module):
                 raise ValueError(f"rule state name {name!r} is reserved")
             self.register_buffer(name, value)
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
-        # float64: any finite weight a rule returns fits (a float32 buffer turned weights
-        # above 3.4e38, e.g. norm ratios above 1e38 in float64 training, into inf)
+        # float64: any finite weight a rule returns fits (in float32, weights above 3.4e38,
+        # e.g. from norm ratios above 1e38 in float64 training, would be inf and refused)
         self.register_buffer("weights", torch.ones(self.num_tasks, dtype=torch.float64))
         self.register_buffer("refused_streak", torch.zeros((), dtype=torch.int64))
         self._stats: BalanceStats | None = None

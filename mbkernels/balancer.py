@@ -272,9 +272,15 @@ class Balancer(nn.Module):
                 raise NonFiniteGradientError(bad.nonzero().flatten().tolist())
         # The state is read on the step's device; the module's buffers move there only when
         # the step commits (a failed step on another device leaves them where they were).
-        old_state = {name: getattr(self, name).to(device) for name in self._state_names}
-        old_step = self.step.to(device)
-        old_streak = self.refused_streak.to(device)
+        # On the same device (every step but the first after a move) no copies, no ops.
+        same = self.step.device == device
+
+        def here(buffer: Tensor) -> Tensor:
+            return buffer if same else buffer.to(device)
+
+        old_state = {name: here(getattr(self, name)) for name in self._state_names}
+        old_step = here(self.step)
+        old_streak = here(self.refused_streak)
         step = old_step + 1
         # Rules never see inf/NaN (some factorise the Gram matrix and would raise): a
         # non-finite step runs on a zeroed copy, and its result is discarded below.
@@ -287,7 +293,8 @@ class Balancer(nn.Module):
         else:
             weights, new_state = self.rule.weights(clean, old_state, step)
         weights = weights.to(self.weights.dtype)
-        results = (weights, *new_state.values())
+        # integer state (counters) is always finite: leave it out of the check's concatenation
+        results = (weights, *(v for v in new_state.values() if v.is_floating_point()))
         if policy == "skip_task":
             # dropped tasks' inf/NaN are expected; some task must be left
             finite = active.any() & all_finite(*results)
@@ -308,7 +315,7 @@ class Balancer(nn.Module):
             for name, old in old_state.items()
         }
         new_step = torch.where(finite, step, old_step)
-        applied = torch.where(finite, weights, self.weights.to(device))
+        applied = torch.where(finite, weights, here(self.weights))
         streak = torch.where(accepted, 0, old_streak + 1)
         stats = BalanceStats(
             gram=gram if off_diagonal_known else _unknown_off_diagonal(gram),
@@ -363,7 +370,8 @@ class Balancer(nn.Module):
     def _check_refusals(self, count: int) -> None:
         assert self.warn_after_refused is not None
         if count < self.warn_after_refused:
-            self._warned = False  # the streak ended (or has not reached the threshold)
+            if self._warned:  # the streak ended (nn.Module attribute writes are not free)
+                self._warned = False
             return
         if self._warned:
             return

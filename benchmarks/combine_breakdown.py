@@ -4,9 +4,10 @@ Trains the throughput benchmark's DLRM-style model (``mbkernels.bench``) with a
 default :class:`mbkernels.MultiBalance` and times, inside every step, the pieces of
 the fork's backward: pass 1 (squared norms with the float32 range check), the rule
 with the proposed state and stats (``_propose``), pass 2 (the weighted sum) and the
-rest of ``_combine`` (the state commit's copies included). Then it times the same pieces again on the last step's gradients,
-back to back outside training ("hot": data and code in cache), so the difference
-shows what reading the T gradients after all towers have run costs.
+rest of ``_combine`` (the state commit's copies included). Then it times the same
+pieces again on the last step's gradients, back to back outside training ("hot": data
+and code in cache), so the difference shows what reading the T gradients after all
+towers have run costs.
 
     python benchmarks/combine_breakdown.py --tasks 8
     python benchmarks/combine_breakdown.py --tasks 4 8 --steps 60 --json breakdown.json

@@ -630,3 +630,26 @@ def test_a_state_dict_round_trips_config_and_state(rule, before, after, nan_task
     for gs in batches[before:]:
         assert torch.equal(backward(original, gs), backward(resumed, gs))
     assert_unchanged(resumed, snapshot(original))
+
+
+def test_max_norm_under_skip_task_uses_the_held_magnitude_with_its_own_correction() -> None:
+    """MaxNorm scales every task to the largest bias-corrected EMA; a task held under
+    skip_task takes part in that max with its held EMA, corrected for its own updates."""
+    beta = 0.5
+    bal = mbk.Balancer(mbk.MaxNorm(T, beta=beta), nonfinite="skip_task", warn_after_refused=None)
+    first = grads(8.0, 1.0, 1.0)
+    backward(bal, first)
+    n0 = float(first[0].double().norm())
+    for _ in range(6):
+        gs = grads(8.0, 1.0, 1.0)
+        gs[0][0, 0] = float("inf")
+        out = backward(bal, gs)
+    assert bal.count.tolist() == [1, 7, 7] and bal.weights[0] == 0
+    norms = torch.stack([g.double().norm() for g in gs])
+    mhat = bal.ema.double() / (1 - beta ** bal.count.double())
+    torch.testing.assert_close(mhat[0], torch.tensor(n0, dtype=torch.float64), rtol=1e-6, atol=0)
+    scale = mhat.max()  # task 0's held magnitude is the largest
+    torch.testing.assert_close(scale, mhat[0])
+    torch.testing.assert_close(bal.weights[1:], scale / (norms[1:] + 1e-8), rtol=1e-6, atol=0)
+    expect = sum(bal.weights[t] * gs[t].double() for t in (1, 2))
+    torch.testing.assert_close(out.double(), expect, rtol=1e-5, atol=1e-6)

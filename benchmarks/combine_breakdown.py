@@ -3,10 +3,11 @@
 Trains the throughput benchmark's DLRM-style model (``mbkernels.bench``) with a
 default :class:`mbkernels.MultiBalance` and times, inside every step, the pieces of
 the fork's backward: pass 1 (squared norms with the float32 range check), the rule
-with its state commit and stats (``_step``), pass 2 (the weighted sum) and the rest
-of ``_combine``. Then it times the same pieces again on the last step's gradients,
-back to back outside training ("hot": data and code in cache), so the difference
-shows what reading the T gradients after all towers have run costs.
+with the proposed state and stats (``_propose``), pass 2 (the weighted sum) and the
+rest of ``_combine`` (the state commit's copies included). Then it times the same
+pieces again on the last step's gradients, back to back outside training ("hot": data
+and code in cache), so the difference shows what reading the T gradients after all
+towers have run costs.
 
     python benchmarks/combine_breakdown.py --tasks 8
     python benchmarks/combine_breakdown.py --tasks 4 8 --steps 60 --json breakdown.json
@@ -72,7 +73,7 @@ def measure(cfg: ThroughputConfig, num_tasks: int, *, steps: int, warmup: int) -
             _timed(balancer_module.range_safe_sq_norms, samples["norms"]),
         ),
         mock.patch.object(ops, "weighted_sum", _timed(ops.weighted_sum, samples["pass2"])),
-        mock.patch.object(bal, "_step", _timed(bal._step, samples["rule"])),
+        mock.patch.object(bal, "_propose", _timed(bal._propose, samples["rule"])),
         mock.patch.object(bal, "_combine", _timed(keep_grads, samples["combine"])),
     ):
         for i in range(warmup + steps):
@@ -89,10 +90,11 @@ def measure(cfg: ThroughputConfig, num_tasks: int, *, steps: int, warmup: int) -
     # balancer, so its state is not advanced further).
     hot_bal = copy.deepcopy(bal)
     gram = torch.diag(balancer_module.range_safe_sq_norms(last_grads))
-    weights = hot_bal._step(gram, off_diagonal_known=False)
+    policy = hot_bal.nonfinite
+    weights = hot_bal._propose(gram, off_diagonal_known=False, policy=policy).applied
     hot_calls: dict[str, Callable[[], Any]] = {
         "norms": lambda: balancer_module.range_safe_sq_norms(last_grads),
-        "rule": lambda: hot_bal._step(gram, off_diagonal_known=False),
+        "rule": lambda: hot_bal._propose(gram, off_diagonal_known=False, policy=policy),
         "pass2": lambda: ops.weighted_sum(last_grads, weights),
         "combine": lambda: hot_bal._combine(last_grads),
     }

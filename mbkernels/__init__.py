@@ -10,7 +10,7 @@ from .checkpoint import check_state_dict, load_state_dict
 from .distributed import joint_mean_losses
 from .fork import fork
 from .multibalance import MultiBalance
-from .nonfinite import NONFINITE_POLICIES, NonFiniteGradientError
+from .nonfinite import NONFINITE_POLICIES, NonFiniteGradientError, RefusedStepsWarning
 from .rules import (
     IMTLG,
     MGDAUB,
@@ -46,6 +46,7 @@ __all__ = [
     "MultiBalanceRule",
     "NonFiniteGradientError",
     "PCGrad",
+    "RefusedStepsWarning",
     "Rule",
     "__version__",
     "check_state_dict",

@@ -8,16 +8,20 @@ rejected *before* any state is created or changed.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 
 def check_int(name: str, value: object, *, low: int, high: int | None = None) -> int:
-    """Return ``value`` if it is an int in ``[low, high]`` (``high=None``: unbounded)."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Return ``int(value)`` if it is an integer in ``[low, high]`` (``high=None``:
+    unbounded). Any :class:`numbers.Integral` counts (``np.int64(3)`` too), booleans do not;
+    the result is a plain ``int``, so configs saved in checkpoints stay plain Python."""
+    if not _is_number(value, numbers.Integral):
         raise ValueError(f"{name} must be an integer in {_int_range(low, high)}, got {value!r}")
-    if value < low or (high is not None and value > high):
+    v = int(value)  # type: ignore[call-overload]
+    if v < low or (high is not None and v > high):
         raise ValueError(f"{name} must be an integer in {_int_range(low, high)}, got {value}")
-    return value
+    return v
 
 
 def check_float(
@@ -29,11 +33,12 @@ def check_float(
     low_open: bool = False,
     high_open: bool = False,
 ) -> float:
-    """Return ``float(value)`` if it is a finite number in the given interval."""
+    """Return ``float(value)`` if it is a finite real number in the given interval (any
+    :class:`numbers.Real` but a boolean: ``np.float32(0.9)`` too)."""
     interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not _is_number(value, numbers.Real):
         raise ValueError(f"{name} must be a number in {interval}, got {value!r}")
-    v = float(value)
+    v = float(value)  # type: ignore[arg-type]
     ok = (
         (math.isfinite(v) or (math.isinf(v) and v == high and not high_open))
         and (v > low if low_open else v >= low)
@@ -49,6 +54,12 @@ def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
         allowed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     return str(value)
+
+
+def _is_number(value: object, kind: type) -> bool:
+    """``value`` is an instance of the ``numbers`` ABC ``kind`` and not a boolean (Python's
+    ``bool`` is an ``Integral``; NumPy's ``bool_`` is not registered as a number)."""
+    return isinstance(value, kind) and not isinstance(value, bool)
 
 
 def _int_range(low: int, high: int | None) -> str:

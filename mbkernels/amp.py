@@ -12,10 +12,14 @@ backoff factors 2 and 0.5) the division is exact, so the weights are
 bit-identical for every scale. Pass 2 applies the weights to the scaled
 gradients, so the gradient that flows on stays scaled, as GradScaler expects.
 
-An overflowing step (inf/NaN in a task gradient) is handled by the
-non-finite policy; with the default ``"skip_update"`` the EMA and step count
-are left untouched and the non-finite gradient flows on, so the scaler skips
-the optimizer step and the balancer skips it too.
+An overflowing step (inf/NaN in a task gradient) is the scaler's business,
+whatever the non-finite policy: the balancer treats it as ``"skip_update"``,
+leaves the EMA, step count and weights untouched and lets the non-finite
+gradient flow on, so the scaler skips the optimizer step and backs off. (Under
+``"skip_task"`` the rest of the gradient would be finite, the scaler would never
+back off, and the overflowing task would be dropped on every later step;
+``"raise"`` would stop training at the first overflow, which a scaler expects.)
+Steps refused in a row are counted and warned about (:mod:`mbkernels.nonfinite`).
 
 The scale is read from the scaler's device tensor without synchronising
 (``GradScaler._scale``, set by ``scaler.scale(loss)``); before the first

@@ -17,25 +17,33 @@ Per backward, through :mod:`mbkernels.ops`:
    or a custom ``gram_reduce``;
 3. mixed precision: divided by the GradScaler's ``scale**2`` (:mod:`mbkernels.amp`);
 4. the rule maps Gram + state to weights and new state, under the non-finite
-   policy (:mod:`mbkernels.nonfinite`);
-5. the new state is committed only if the statistics are finite;
-6. pass 2: ``sum_t w_t g_t`` in the gradients' dtype.
+   policy (:mod:`mbkernels.nonfinite`; with a GradScaler always ``"skip_update"``),
+   on the gradients' device; nothing is written yet;
+5. pass 2: ``sum_t w_t g_t`` in the gradients' dtype;
+6. commit: the new state if the statistics are finite (else the old one), the
+   count of steps refused in a row, and :attr:`Balancer.stats`. Last, so that an
+   error anywhere before leaves every state tensor as it was; the buffers move to
+   the gradients' device here, and only here.
 
 Everything stays on the device. Host reads (one boolean per step) happen for
 the range check (``range_check=False`` removes it), and for the
-``"skip_task"`` and ``"raise"`` policies; none for the default policy.
+``"skip_task"`` and ``"raise"`` policies; none for the default policy on CUDA (the
+refused-step count is read from a non-blocking copy a step later). A meta or
+fake-tensor pass computes nothing and changes nothing (it returns the plain sum).
+The statistics keep their dtype under ``.half()``/``.to(dtype)`` (:meth:`_apply`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from . import ops
-from ._validation import check_choice
+from ._validation import check_choice, check_int
 from .amp import check_grad_scaler, current_scale, unscale_gram
 from .distributed import active_group, all_reduce_gram, check_process_group
 from .fork import fork
@@ -43,12 +51,21 @@ from .nonfinite import (
     NONFINITE_POLICIES,
     NonFiniteGradientError,
     NonFinitePolicy,
+    RefusedStepsWarning,
     all_finite,
     nonfinite_tasks,
 )
 from .numerics import range_safe_gram, range_safe_sq_norms
 from .rules.base import Rule
 from .stats import BalanceStats
+
+try:
+    from torch._subclasses.fake_tensor import is_fake as _is_fake
+except ImportError:  # pragma: no cover - private module; meta tensors are still detected
+
+    def _is_fake(x: object) -> bool:  # type: ignore[misc]
+        return False
+
 
 GramReduce = Callable[[Tensor], Tensor]
 
@@ -74,7 +91,9 @@ class Balancer(nn.Module):
         nonfinite: ``"skip_update"`` (default), ``"skip_task"`` or ``"raise"``;
             see :mod:`mbkernels.nonfinite`.
         grad_scaler: the ``torch.amp.GradScaler`` that scales the losses, so the
-            weights do not depend on the loss scale (:mod:`mbkernels.amp`).
+            weights do not depend on the loss scale (:mod:`mbkernels.amp`). While it is
+            enabled, a non-finite task gradient skips the whole step (``"skip_update"``)
+            whatever ``nonfinite`` says: an overflow is the scaler's to handle.
         range_check: recompute the Gram matrix in float64 when float32
             accumulation over- or underflowed (:mod:`mbkernels.numerics`).
         full_gram: compute the whole Gram matrix even when the rule reads only
@@ -84,13 +103,18 @@ class Balancer(nn.Module):
             T = 8 about a tenth of pass 1's time on a CPU core), and the
             off-diagonal of ``stats.gram`` is NaN (not computed). The Triton
             path always computes the whole matrix (free on a GPU).
+        warn_after_refused: warn (:class:`RefusedStepsWarning`, once per streak) when
+            this many balancing steps in a row were refused (non-finite statistics, a
+            dropped task under ``"skip_task"``); ``None`` never warns. Default 20.
 
-    State (``state_dict``): the rule's state tensors, ``step`` (int64) and
-    ``weights`` (the last weights applied), plus the rule's configuration.
+    State (``state_dict``): the rule's state tensors, ``step`` (int64), ``weights``
+    (float64, the last weights applied) and ``refused_streak`` (int64, the number of
+    steps refused in a row), plus the rule's configuration.
     """
 
     step: Tensor
     weights: Tensor
+    refused_streak: Tensor
 
     def __init__(
         self,
@@ -103,6 +127,7 @@ class Balancer(nn.Module):
         grad_scaler: torch.amp.GradScaler | None = None,
         range_check: bool = True,
         full_gram: bool = False,
+        warn_after_refused: int | None = 20,
     ) -> None:
         super().__init__()
         if not isinstance(rule, Rule):
@@ -122,14 +147,24 @@ class Balancer(nn.Module):
         self.grad_scaler = check_grad_scaler(grad_scaler)
         self.range_check = range_check
         self.full_gram = full_gram
+        self.warn_after_refused = (
+            None
+            if warn_after_refused is None
+            else check_int("warn_after_refused", warn_after_refused, low=1)
+        )
         self._state_names = tuple(rule.init_state())
         for name, value in rule.init_state().items():
-            if name in ("step", "weights"):
+            if name in _OWN_STATE:
                 raise ValueError(f"rule state name {name!r} is reserved")
             self.register_buffer(name, value)
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
-        self.register_buffer("weights", torch.ones(self.num_tasks, dtype=torch.float32))
+        # float64: any finite weight a rule returns fits (in float32, weights above 3.4e38,
+        # e.g. from norm ratios above 1e38 in float64 training, would be inf and refused)
+        self.register_buffer("weights", torch.ones(self.num_tasks, dtype=torch.float64))
+        self.register_buffer("refused_streak", torch.zeros((), dtype=torch.int64))
         self._stats: BalanceStats | None = None
+        self._warned = False  # for the current streak of refused steps
+        self._pending_streak: tuple[Tensor, Any] | None = None  # CUDA: count in flight
 
     # ------------------------------------------------------------------ forward
     def forward(self, z: Tensor) -> tuple[Tensor, ...]:
@@ -148,8 +183,12 @@ class Balancer(nn.Module):
         if not present:
             return None
         gs = [g for g in grads if g is not None]
+        if _holds_no_data(gs[0]):
+            # meta or fake tensors (FLOP counters, memory estimators): there are no values to
+            # balance or learn from. The plain sum has the right shape, dtype and device,
+            # and the state is not touched.
+            return _plain_sum(gs)
         device = gs[0].device
-        self._follow(device)
         cross_terms = self._computes_full_gram(gs[0])
         if cross_terms:
             gram_local = range_safe_gram(gs, self.backend, self.range_check)  # float64
@@ -161,18 +200,25 @@ class Balancer(nn.Module):
             full[idx[:, None], idx[None, :]] = gram_local
             gram_local = full
         gram = self._reduce(gram_local)
-        gram = unscale_gram(gram, current_scale(self.grad_scaler))
-        weights = self._step(gram, off_diagonal_known=cross_terms)
-        if self.nonfinite == "skip_task":
+        scale = current_scale(self.grad_scaler)
+        gram = unscale_gram(gram, scale)
+        # With a GradScaler, an overflow is the scaler's business whatever the policy: the
+        # whole step is skipped and the inf flows on, so the scaler skips optimizer.step()
+        # and backs off. Dropping the task instead ("skip_task") would leave a finite
+        # gradient, the scale would never shrink, and the task would be dropped forever.
+        policy = "skip_update" if scale is not None else self.nonfinite
+        proposal = self._propose(gram.to(device), off_diagonal_known=cross_terms, policy=policy)
+        if proposal.dropped is not None:
             # Dropped tasks have weight 0, but 0 * inf is NaN: leave them out of pass 2.
-            bad = nonfinite_tasks(gram)
-            dropped = (bad & (~bad).any()).tolist()
-            keep = [k for k, i in enumerate(present) if not dropped[i]]
+            keep = [k for k, i in enumerate(present) if not proposal.dropped[i]]
             if len(keep) < len(present):
                 gs = [gs[k] for k in keep]
                 present = [present[k] for k in keep]
+        weights = proposal.applied
         w_present = weights if len(present) == self.num_tasks else weights[present]
-        return ops.weighted_sum(gs, w_present, self.backend)
+        combined = ops.weighted_sum(gs, w_present, self.backend)
+        self._commit(proposal)  # last: an error anywhere above leaves the state as it was
+        return combined
 
     def _computes_full_gram(self, grad: Tensor) -> bool:
         """Whether pass 1 computes the off-diagonal (see ``full_gram``)."""
@@ -189,13 +235,14 @@ class Balancer(nn.Module):
     def step_weights(self, gram: Tensor) -> Tensor:
         """One balancing step from a global ``[T, T]`` Gram matrix: run the rule under the
         non-finite policy, commit its state if the statistics are finite, record
-        :attr:`stats`; return the weights applied this step (float32 ``[T]``).
+        :attr:`stats`; return the weights applied this step (``[T]``, on ``gram``'s device).
 
-        The fork's backward calls this between the two kernel passes (after the
-        all-reduce and the loss-scale correction). It is public for code that
-        computes the Gram matrix itself (parameter-level experiments, benchmarks,
-        teaching) and wants the same state handling. The rule runs in float64 on a
-        detached copy of ``gram``: no gradient flows into the weights or the state.
+        The fork's backward runs the same steps between the two kernel passes (after the
+        all-reduce and the loss-scale correction). It is public for code that computes the
+        Gram matrix itself (parameter-level experiments, benchmarks, teaching) and wants
+        the same state handling. The rule runs in float64 on a detached copy of ``gram``,
+        on ``gram``'s device (the state moves there when the step commits): no gradient
+        flows into the weights or the state.
         """
         if not isinstance(gram, Tensor) or gram.shape != (self.num_tasks, self.num_tasks):
             got = tuple(gram.shape) if isinstance(gram, Tensor) else type(gram).__name__
@@ -203,66 +250,178 @@ class Balancer(nn.Module):
                 f"gram must be a [{self.num_tasks}, {self.num_tasks}] tensor "
                 f"(num_tasks={self.num_tasks}), got {got}"
             )
-        return self._step(gram, off_diagonal_known=True)
+        if _holds_no_data(gram):
+            raise ValueError(
+                f"gram must hold values, got a tensor on device {gram.device.type!r} without "
+                f"data (meta or fake); the balancer state was not changed"
+            )
+        proposal = self._propose(gram, off_diagonal_known=True, policy=self.nonfinite)
+        self._commit(proposal)
+        return proposal.applied
 
-    def _step(self, gram: Tensor, *, off_diagonal_known: bool) -> Tensor:
-        """:meth:`step_weights` without the argument check; with
-        ``off_diagonal_known=False`` (norms-only pass 1, zeros off the diagonal) the
-        recorded ``stats.gram`` says NaN there instead of a misleading 0."""
-        gram = gram.detach().to(device=self.step.device, dtype=torch.float64)
-        if self.nonfinite == "raise":
+    def _propose(self, gram: Tensor, *, off_diagonal_known: bool, policy: str) -> _Proposal:
+        """Run the rule on ``gram``'s device and return what the step would commit, without
+        changing anything (a function of the state and ``gram`` only); :meth:`_commit`
+        applies it. With ``off_diagonal_known=False`` (norms-only pass 1, zeros off the
+        diagonal) the recorded ``stats.gram`` says NaN there instead of a misleading 0."""
+        gram = gram.detach().to(dtype=torch.float64)
+        device = gram.device
+        if policy == "raise":
             bad = nonfinite_tasks(gram)
             if bool(bad.any()):
                 raise NonFiniteGradientError(bad.nonzero().flatten().tolist())
-        old_state = {name: getattr(self, name) for name in self._state_names}
-        step = self.step + 1
+        # The state is read on the step's device; the module's buffers move there only when
+        # the step commits (a failed step on another device leaves them where they were).
+        # On the same device (every step but the first after a move) no copies, no ops.
+        same = self.step.device == device
+
+        def here(buffer: Tensor) -> Tensor:
+            return buffer if same else buffer.to(device)
+
+        old_state = {name: here(getattr(self, name)) for name in self._state_names}
+        old_step = here(self.step)
+        old_streak = here(self.refused_streak)
+        step = old_step + 1
         # Rules never see inf/NaN (some factorise the Gram matrix and would raise): a
         # non-finite step runs on a zeroed copy, and its result is discarded below.
         clean = gram.nan_to_num(0.0, 0.0, 0.0)
-        skip_task = self.nonfinite == "skip_task"
-        if skip_task:
-            active = ~nonfinite_tasks(gram)
+        dropped = None
+        if policy == "skip_task":
+            bad = nonfinite_tasks(gram)
+            active = ~bad
             weights, new_state = self.rule.weights_subset(clean, old_state, step, active)
         else:
             weights, new_state = self.rule.weights(clean, old_state, step)
         weights = weights.to(self.weights.dtype)
-        results = (weights, *new_state.values())
-        # skip_task: dropped tasks' inf/NaN are expected; some task must be left
-        finite = active.any() & all_finite(*results) if skip_task else all_finite(gram, *results)
-        if self.nonfinite == "raise" and not bool(finite):
+        # integer state (counters) is always finite: leave it out of the check's concatenation
+        results = (weights, *(v for v in new_state.values() if v.is_floating_point()))
+        if policy == "skip_task":
+            # dropped tasks' inf/NaN are expected; some task must be left
+            finite = active.any() & all_finite(*results)
+            dropped = (bad & active.any()).tolist()
+            accepted = finite & active.all()  # a dropped task counts as a refusal
+        else:
+            finite = all_finite(gram, *results)
+            accepted = finite
+        if policy == "raise" and not bool(finite):
             raise FloatingPointError(
                 "the balancing weights or rule state are not finite although every task "
                 "gradient is; the balancer state was not changed"
             )
-        # Commit without a host sync: torch.where on device, copied in place. The
-        # committed tensors are fresh, so the stats below keep them without a clone.
+        # Without a host sync: torch.where on device. The committed tensors are fresh, so
+        # the stats keep them without a clone (the commit copies them into the buffers).
         committed = {
             name: torch.where(finite, new_state[name].to(old.dtype), old)
             for name, old in old_state.items()
         }
-        for name, value in committed.items():
-            old_state[name].copy_(value)
-        new_step = torch.where(finite, step, self.step)
-        self.step.copy_(new_step)
-        applied = torch.where(finite, weights, self.weights)
-        self.weights.copy_(applied)
-        self._stats = BalanceStats(
+        new_step = torch.where(finite, step, old_step)
+        applied = torch.where(finite, weights, here(self.weights))
+        streak = torch.where(accepted, 0, old_streak + 1)
+        stats = BalanceStats(
             gram=gram if off_diagonal_known else _unknown_off_diagonal(gram),
             norms=gram.diagonal().clamp_min(0).sqrt(),
             weights=applied.clone(),  # the caller gets `applied`: stats stay a record
             state=committed,
             step=new_step,
             finite=finite,
+            refused_streak=streak,
         )
-        return applied
+        return _Proposal(applied, committed, new_step, streak, stats, dropped)
 
-    def _follow(self, device: torch.device) -> None:
-        """Keep the state on the gradients' device (the balancer has no parameters
-        of its own, so it is easy to forget in ``model.to(device)``)."""
-        if self.step.device != device:
-            self.to(device)
+    def _commit(self, proposal: _Proposal) -> None:
+        """Write a proposed step into the buffers: in place on the same device; on another
+        device the buffers move there (the state follows the gradients, so forgetting the
+        balancer in ``model.to(device)`` costs nothing)."""
+        values = {
+            **proposal.state,
+            "step": proposal.step,
+            "weights": proposal.applied,
+            "refused_streak": proposal.streak,
+        }
+        if self.step.device == proposal.step.device:
+            for name, value in values.items():
+                getattr(self, name).copy_(value)
+        else:
+            for name, value in values.items():
+                self._buffers[name] = value.clone()
+        self._stats = proposal.stats
+        self._watch_refusals(proposal.streak)
+
+    def _watch_refusals(self, streak: Tensor) -> None:
+        """Warn once per streak of refused steps longer than ``warn_after_refused``.
+
+        A CPU count is read directly (host memory, no device sync). A CUDA count is
+        copied to pinned host memory without waiting and read on the next step, when its
+        event has completed: the warning comes a step late, and no step waits for it."""
+        if self.warn_after_refused is None:
+            return
+        if streak.device.type != "cuda":
+            self._check_refusals(int(streak))
+            return
+        pending = self._pending_streak
+        if pending is not None and pending[1].query():
+            self._check_refusals(int(pending[0]))
+        host = torch.empty((), dtype=torch.int64, pin_memory=True)
+        host.copy_(streak, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        self._pending_streak = (host, event)
+
+    def _check_refusals(self, count: int) -> None:
+        assert self.warn_after_refused is not None
+        if count < self.warn_after_refused:
+            if self._warned:  # the streak ended (nn.Module attribute writes are not free)
+                self._warned = False
+            return
+        if self._warned:
+            return
+        self._warned = True
+        warnings.warn(RefusedStepsWarning(self._refusal_reason(count)), stacklevel=2)
+
+    def _refusal_reason(self, count: int) -> str:
+        """The warning's text: how many, why the latest was refused, which tasks."""
+        stats = self._stats
+        head = (
+            f"{type(self).__name__} (rule {self.rule.name!r}): {count} balancing steps in a "
+            f"row were refused; "
+        )
+        if stats is None:
+            return head + "no statistics recorded"
+        bad = nonfinite_tasks(stats.gram).nonzero().flatten().tolist()
+        if not bad:
+            return head + (
+                "the latest because the rule's weights or state were not finite although "
+                "every task gradient was (the last finite weights were applied)"
+            )
+        reason = f"the latest because of a non-finite (inf/NaN) gradient on task index(es) {bad}"
+        if current_scale(self.grad_scaler) is not None:
+            return (
+                head
+                + reason
+                + (
+                    "; with the GradScaler every such step is skipped so that it backs off, and "
+                    "a long streak means the gradient is not finite at any scale (a NaN loss?)"
+                )
+            )
+        if self.nonfinite == "skip_task" and len(bad) < self.num_tasks:
+            return head + reason + " (nonfinite='skip_task': those tasks are not training)"
+        return head + reason + " (the balancer state is held; the last finite weights apply)"
 
     # ------------------------------------------------------------------- state
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Balancer:
+        """``.to()``, ``.cuda()``, ``.half()``, ``.double()``... move the state but never
+        change its dtype: the statistics are optimizer-like state, and in float16 an EMA
+        above 65504 would become inf and freeze the balancer. The device is taken from
+        what ``fn`` does to each buffer, the values and dtype from the buffer itself."""
+
+        def keep_dtype(t: Tensor) -> Tensor:
+            moved = fn(t)
+            if moved.dtype == t.dtype:
+                return moved
+            return t.to(device=moved.device)
+
+        return super()._apply(keep_dtype, recurse)
+
     @property
     def stats(self) -> BalanceStats | None:
         """Statistics of the latest backward (``None`` before the first one)."""
@@ -275,7 +434,10 @@ class Balancer(nn.Module):
             getattr(self, name).copy_(value)
         self.step.zero_()
         self.weights.fill_(1.0)
+        self.refused_streak.zero_()
         self._stats = None
+        self._warned = False
+        self._pending_streak = None
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"rule": self.rule.name, "config": self.rule.config()}
@@ -293,51 +455,170 @@ class Balancer(nn.Module):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
-        self._check_loadable(state_dict, prefix)
+        # PyTorch passes strict=True here whatever the caller asked (it sorts missing and
+        # unexpected keys out at the top, after copying); so: no entry of this balancer at
+        # all is PyTorch's missing-keys case, a partial or broken one is refused here.
+        # Balancer.load_state_dict and mbk.load_state_dict check the caller's strict first.
+        self._check_loadable(state_dict, prefix, strict=False)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+        self._warned = False
+        self._pending_streak = None
 
-    def check_state_dict(self, state_dict: Mapping[str, Any], prefix: str = "") -> None:
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """``nn.Module.load_state_dict`` after :meth:`check_state_dict`: a state that does
+        not fit raises ``ValueError`` and changes nothing."""
+        self.check_state_dict(state_dict, strict=strict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def check_state_dict(
+        self, state_dict: Mapping[str, Any], prefix: str = "", strict: bool = True
+    ) -> None:
         """Raise ``ValueError`` (changing nothing) if ``state_dict`` (entries under
-        ``prefix``) does not fit this balancer: other ``num_tasks``, other rule, wrong
-        shapes, non-finite values. ``load_state_dict`` runs this before copying."""
-        self._check_loadable(state_dict, prefix)
+        ``prefix``) does not fit this balancer: a missing or (``strict``) unexpected entry,
+        another ``num_tasks``, rule or rule configuration, a wrong shape or kind of dtype,
+        a non-finite or out-of-range value. ``load_state_dict`` runs this before copying.
 
-    def _check_loadable(self, state_dict: Mapping[str, Any], prefix: str) -> None:
-        """Raise ``ValueError`` (changing nothing) if the state does not fit this balancer."""
-        extra = state_dict.get(prefix + "_extra_state")
-        if isinstance(extra, Mapping):
-            saved_t = extra.get("config", {}).get("num_tasks")
-            if saved_t is not None and saved_t != self.num_tasks:
+        A saved configuration that differs from this balancer's (``beta``, ``relax``,
+        ...) is refused rather than silently continued with the new settings. To resume
+        with other hyperparameters on purpose, edit the saved configuration
+        (``sd["_extra_state"]["config"]["beta"] = 0.95``) before loading.
+        """
+        self._check_loadable(state_dict, prefix, strict)
+
+    def _check_loadable(self, state_dict: Mapping[str, Any], prefix: str, strict: bool) -> bool:
+        """Raise ``ValueError`` (changing nothing) if the state does not fit this balancer;
+        return whether there is anything to load."""
+        names = (*self._state_names, *_OWN_STATE, "_extra_state")
+        present = [name for name in names if prefix + name in state_dict]
+        if not present and not strict:
+            return False
+        if strict:
+            unexpected = [
+                k for k in state_dict if k.startswith(prefix) and k[len(prefix) :] not in names
+            ]
+            if unexpected:
                 raise ValueError(
-                    f"state_dict was saved for num_tasks={saved_t}, but this balancer has "
-                    f"num_tasks={self.num_tasks}; num_tasks must match to load it"
+                    f"state_dict has unexpected entries {unexpected} under prefix {prefix!r} "
+                    f"(this balancer has {', '.join(repr(prefix + n) for n in names)}); "
+                    f"nothing was loaded"
                 )
-            if extra.get("rule") not in (None, self.rule.name):
-                raise ValueError(
-                    f"state_dict was saved for rule {extra.get('rule')!r}, "
-                    f"this balancer uses rule {self.rule.name!r}"
-                )
-        for name in (*self._state_names, "weights", "step"):
-            key = prefix + name
-            if key not in state_dict:
-                continue
-            value = state_dict[key]
-            expected = getattr(self, name).shape
-            if not isinstance(value, Tensor) or value.shape != expected:
-                got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-                raise ValueError(
-                    f"state_dict entry {key!r} has shape {got}, expected {tuple(expected)}: "
-                    f"it was saved for a different num_tasks (this balancer: num_tasks="
-                    f"{self.num_tasks})"
-                )
-            if value.is_floating_point() and not torch.isfinite(value).all():
-                raise ValueError(f"state_dict entry {key!r} must be finite")
+        if "_extra_state" in present:
+            self._check_extra_state(state_dict[prefix + "_extra_state"], prefix + "_extra_state")
+        for name in (*self._state_names, *_OWN_STATE):
+            if name in present:
+                buffer = getattr(self, name)
+                self._check_state_entry(prefix + name, state_dict[prefix + name], buffer)
+        missing = [prefix + name for name in names if name not in present]
+        if missing:
+            raise ValueError(
+                f"state_dict has no entry {', '.join(repr(k) for k in missing)} for this "
+                f"balancer (it needs {', '.join(repr(prefix + n) for n in names)}); "
+                f"nothing was loaded"
+            )
+        self.rule.check_state(
+            {name: state_dict[prefix + name] for name in self._state_names}, prefix
+        )
+        step, streak = int(state_dict[prefix + "step"]), int(state_dict[prefix + "refused_streak"])
+        for key, value in ((prefix + "step", step), (prefix + "refused_streak", streak)):
+            if value < 0:
+                raise ValueError(f"state_dict entry {key!r} must be in [0, inf), got {value}")
+        return True
+
+    def _check_extra_state(self, extra: Any, key: str) -> None:
+        if not (isinstance(extra, Mapping) and isinstance(extra.get("config"), Mapping)):
+            raise ValueError(
+                f"state_dict entry {key!r} must be a mapping with 'rule' and 'config' "
+                f"(what Balancer.state_dict saves), got {type(extra).__name__}"
+            )
+        config = extra["config"]
+        saved_t = config.get("num_tasks")
+        if saved_t != self.num_tasks:
+            raise ValueError(
+                f"state_dict was saved for num_tasks={saved_t}, but this balancer has "
+                f"num_tasks={self.num_tasks}; num_tasks must match to load it"
+            )
+        if extra.get("rule") != self.rule.name:
+            raise ValueError(
+                f"state_dict was saved for rule {extra.get('rule')!r}, "
+                f"this balancer uses rule {self.rule.name!r}"
+            )
+        ours = self.rule.config()
+        differ = [
+            f"{k}: saved {config.get(k, '<missing>')!r}, this balancer {ours.get(k, '<none>')!r}"
+            for k in sorted(set(ours) | set(config))
+            if config.get(k, _MISSING) != ours.get(k, _MISSING)
+        ]
+        if differ:
+            raise ValueError(
+                f"state_dict was saved with another {self.rule.name!r} configuration "
+                f"({'; '.join(differ)}); resuming would silently continue with other "
+                f"settings. Build the balancer with the saved ones, or edit "
+                f"{key!r}['config'] to change them on purpose"
+            )
+
+    @staticmethod
+    def _check_state_entry(key: str, value: Any, buffer: Tensor) -> None:
+        """Type, shape, kind of dtype and finiteness of one saved state tensor."""
+        if not isinstance(value, Tensor):
+            raise ValueError(f"state_dict entry {key!r} must be a tensor, got {type(value)}")
+        if _holds_no_data(value):
+            raise ValueError(f"state_dict entry {key!r} is a {value.device.type} tensor: no data")
+        if value.shape != buffer.shape:
+            raise ValueError(
+                f"state_dict entry {key!r} has shape {tuple(value.shape)}, expected "
+                f"{tuple(buffer.shape)}: it was saved for a different num_tasks or is corrupt"
+            )
+        floating = buffer.is_floating_point()
+        integer = not floating and value.dtype != torch.bool and not value.is_complex()
+        kind_ok = (
+            value.is_floating_point() if floating else integer and not value.is_floating_point()
+        )
+        if not kind_ok:
+            kind = "floating-point" if floating else "integer"
+            raise ValueError(
+                f"state_dict entry {key!r} must have an {kind} dtype (this balancer stores "
+                f"{buffer.dtype}), got {value.dtype}"
+            )
+        if floating and not torch.isfinite(value.to(buffer.dtype)).all():
+            raise ValueError(
+                f"state_dict entry {key!r} must be finite (in {buffer.dtype}), got {value}"
+            )
 
     def extra_repr(self) -> str:
         full = ", full_gram=True" if self.full_gram else ""
         return f"rule={self.rule!r}, backend={self.backend!r}, nonfinite={self.nonfinite!r}{full}"
+
+
+#: Buffers of the balancer itself (rule state may not use these names).
+_OWN_STATE = ("step", "weights", "refused_streak")
+_MISSING = object()
+
+
+class _Proposal(NamedTuple):
+    """What one balancing step would commit (see :meth:`Balancer._propose`)."""
+
+    applied: Tensor  # the weights applied this step
+    state: dict[str, Tensor]  # the rule state after the step
+    step: Tensor
+    streak: Tensor  # steps refused in a row, this one included
+    stats: BalanceStats
+    dropped: list[bool] | None  # "skip_task": the tasks left out of pass 2
+
+
+def _holds_no_data(t: Tensor) -> bool:
+    """A meta tensor or a FakeTensor: shape, dtype and device, but no values."""
+    return t.device.type == "meta" or _is_fake(t)
+
+
+def _plain_sum(grads: Sequence[Tensor]) -> Tensor:
+    out = grads[0]
+    for g in grads[1:]:
+        out = out + g
+    return out
 
 
 def _unknown_off_diagonal(gram: Tensor) -> Tensor:

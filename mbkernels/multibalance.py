@@ -33,6 +33,8 @@ class MultiBalance(Balancer):
         range_check: float64 fallback for the Gram matrix (:mod:`mbkernels.numerics`).
         full_gram: also compute the inner products between tasks (the rule needs
             only the norms), so ``stats.cosine`` monitors conflicts; see :class:`Balancer`.
+        warn_after_refused: warn once a streak of refused steps reaches this length
+            (``None``: never); see :class:`Balancer`.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class MultiBalance(Balancer):
         grad_scaler: torch.amp.GradScaler | None = None,
         range_check: bool = True,
         full_gram: bool = False,
+        warn_after_refused: int | None = 20,
     ) -> None:
         rule = MultiBalanceRule(
             num_tasks,
@@ -71,4 +74,5 @@ class MultiBalance(Balancer):
             grad_scaler=grad_scaler,
             range_check=range_check,
             full_gram=full_gram,
+            warn_after_refused=warn_after_refused,
         )

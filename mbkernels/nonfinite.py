@@ -20,6 +20,10 @@ Three policies, chosen with ``Balancer(..., nonfinite=...)``:
     Raise :class:`NonFiniteGradientError` (a ``FloatingPointError``) naming
     the task indices, before any state is changed.
 
+With an enabled ``torch.amp.GradScaler`` passed as ``grad_scaler=``, every
+non-finite step is handled as ``"skip_update"`` whatever the policy: an overflow
+is the scaler's to handle (:mod:`mbkernels.amp`).
+
 A task is *non-finite* when the diagonal entry of the (global) Gram matrix is
 inf or NaN, i.e. its gradient has an inf or NaN element (the Gram matrix is
 computed with enough range that finite gradients never overflow it; see
@@ -52,6 +56,15 @@ class NonFiniteGradientError(FloatingPointError):
             f"index(es) {tasks}; the balancer state was not changed. Use "
             f"nonfinite='skip_update' or 'skip_task' to continue past such steps"
         )
+
+
+class RefusedStepsWarning(RuntimeWarning):
+    """Many balancing steps in a row were refused (``Balancer(warn_after_refused=...)``).
+
+    Each refusal is correct on its own (non-finite statistics must not enter the state),
+    but a balancer that refuses step after step has stopped balancing: the warning names
+    the reason of the latest refusal and the task indices, once per streak.
+    """
 
 
 def nonfinite_tasks(gram: Tensor) -> Tensor:

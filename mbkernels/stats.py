@@ -23,10 +23,13 @@ class BalanceStats:
             the diagonal NaN when it was not computed: a rule that reads only
             the norms, without ``full_gram=True`` (see :class:`Balancer`).
         norms: ``[T]`` gradient norms ``||g_t||`` (the square root of the diagonal).
-        weights: ``[T]`` weights applied on this step.
+        weights: ``[T]`` weights applied on this step (float64).
         state: the rule's state after the step (for MultiBalance, ``{"ema": [T]}``).
         step: number of balancing steps taken so far (0-d int64 tensor).
         finite: 0-d bool tensor, ``False`` if this step's statistics were non-finite.
+        refused_streak: 0-d int64 tensor, the number of steps refused in a row up to
+            and including this one (0 when this step was taken in full; a step that
+            dropped a task under ``nonfinite="skip_task"`` counts as refused).
     """
 
     gram: Tensor
@@ -35,6 +38,7 @@ class BalanceStats:
     state: dict[str, Tensor]
     step: Tensor
     finite: Tensor
+    refused_streak: Tensor
 
     @property
     def cosine(self) -> Tensor:
@@ -55,6 +59,7 @@ class BalanceStats:
             "cosine": self.cosine.tolist(),
             "step": int(self.step.item()),
             "finite": bool(self.finite.item()),
+            "refused_streak": int(self.refused_streak.item()),
         }
         for name, value in self.state.items():
             out[name] = value.tolist()

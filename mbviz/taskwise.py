@@ -87,7 +87,6 @@ class TaskwiseBalancer(nn.Module):
         gram = gram_p.new_zeros(self.num_tasks, self.num_tasks)
         idx = torch.tensor(present, device=gram.device)
         gram[idx[:, None], idx[None, :]] = gram_p
-        self.balancer._follow(gs[0].device)
         weights = self.balancer.step_weights(gram)
         out: list[Tensor | None] = [None] * self.num_tasks
         for i, g in zip(present, gs):

@@ -102,7 +102,14 @@ def test_loading_state_for_other_num_tasks_raises_and_changes_nothing() -> None:
 def test_state_lives_where_the_gradients_are() -> None:
     bal = mbk.MultiBalance(2)
     assert bal.ema.device.type == "cpu" and bal.ema.dtype == torch.float32
-    assert set(bal.state_dict()) == {"ema", "step", "weights", "_extra_state"}
+    assert set(bal.state_dict()) == {
+        "ema",
+        "count",
+        "step",
+        "weights",
+        "refused_streak",
+        "_extra_state",
+    }
 
 
 def test_backend_resolution() -> None:
@@ -156,3 +163,24 @@ def test_multibalance_rule_accepts_a_python_int_step() -> None:
         w_t, s_t = rule.weights(gram, rule.init_state(), torch.tensor(step))
         torch.testing.assert_close(w_int, w_t)
         torch.testing.assert_close(s_int["ema"], s_t["ema"])
+
+
+def test_numpy_scalars_are_valid_hyperparameters_and_stored_as_python_numbers() -> None:
+    np = pytest.importorskip("numpy")
+    bal = mbk.MultiBalance(
+        np.int64(3), beta=np.float32(0.5), relax=np.float64(0.25), target=np.int32(2)
+    )
+    config = bal.rule.config()
+    assert config["num_tasks"] == 3 and config["target"] == 2
+    assert config["beta"] == 0.5 and config["relax"] == 0.25
+    assert all(type(config[k]) is int for k in ("num_tasks", "target"))
+    assert all(type(config[k]) is float for k in ("beta", "relax", "eps"))
+    assert mbk.PCGrad(np.int16(4), seed=np.uint8(7)).seed == 7
+    # booleans are not numbers here, NumPy's included
+    for bad in (True, np.bool_(True)):
+        with pytest.raises(ValueError, match=r"num_tasks must be an integer in \[1, inf\)"):
+            mbk.MultiBalance(bad)
+    with pytest.raises(ValueError, match=r"beta must be a number in \[0, 1\)"):
+        mbk.MultiBalance(3, beta=np.bool_(False))
+    with pytest.raises(ValueError, match=r"beta must be in \[0, 1\)"):
+        mbk.MultiBalance(3, beta=np.float32("nan"))

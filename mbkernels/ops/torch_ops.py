@@ -24,6 +24,7 @@ norms-only pass exists.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -112,8 +113,9 @@ def weighted_sum_torch(grads: Sequence[Tensor], weights: Tensor) -> Tensor:
     # CPU weights become host scalars (no sync to pay): `add_(g, alpha=w)` is about twice
     # as fast as `addcmul_` with a 0-d tensor. Weights on a GPU stay there.
     w: Sequence[float] | Tensor
+    shift = 1.0
     if weights.device.type == "cpu":
-        w = weights.to(torch.float64).tolist()
+        w, shift = _fit_weights(weights.to(torch.float64).tolist(), acc)
     else:
         w = weights.to(device=device, dtype=acc)
     chunk = _chunk(n, device, CPU_SUM_CHUNK)
@@ -134,6 +136,25 @@ def weighted_sum_torch(grads: Sequence[Tensor], weights: Tensor) -> Tensor:
                 o.addcmul_(parts[i], w[i])
             else:
                 o.add_(parts[i], alpha=w[i])
+        if shift != 1.0:
+            o.mul_(shift)
         if not direct:
             out[start:stop].copy_(o)
     return out.view(grads[0].shape)
+
+
+def _fit_weights(weights: list[float], acc: torch.dtype) -> tuple[list[float], float]:
+    """Host weights that fit the accumulation dtype, and the power of two to multiply the
+    sum by afterwards (1.0 when they fit already, the common case: no extra pass).
+
+    A finite float64 weight above the accumulation dtype's range (a norm ratio above about
+    1e38 with float32 gradients) would become inf there, and 0 * inf = NaN; divided by an
+    exact power of two it fits, and the products ``w_t g_t`` keep their values up to
+    rounding (they are what must fit the output dtype).
+    """
+    top = max((abs(x) for x in weights), default=0.0)
+    limit = torch.finfo(acc).max / 4
+    if not math.isfinite(top) or top <= limit:
+        return weights, 1.0
+    shift = 2.0 ** (math.frexp(top)[1] - math.frexp(limit)[1] + 1)
+    return [x / shift for x in weights], shift

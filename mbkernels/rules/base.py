@@ -82,6 +82,12 @@ class Rule(ABC):
             held[name] = value
         return torch.where(active, weights, torch.zeros_like(weights)), held
 
+    def check_state(self, state: Mapping[str, Tensor], prefix: str = "") -> None:  # noqa: B027
+        """Raise ``ValueError`` naming the entry (``prefix + name``) if a state about to be
+        loaded is out of this rule's range. The balancer has already checked that each
+        entry is a finite tensor of the right shape and kind of dtype; rules add ranges
+        (an optional hook: stateless rules have nothing to add)."""
+
     def config(self) -> dict[str, Any]:
         """Hyperparameters, for reprs and saved checkpoints."""
         return {"num_tasks": self.num_tasks}

@@ -8,10 +8,17 @@ unit direction ``u_t = g_t / ||g_t||``. With ``n_t = ||g_t||`` the condition rea
     w = G^+ n / (1^T G^+ n)
 
 (the paper's closed form with the differences ``g_1 - g_t`` solves the same system).
-``G^+`` is the pseudo-inverse, so rank-deficient Gram matrices give the least-squares
-answer, and a zero-gradient task gets weight 0. If ``1^T G^+ n`` vanishes, the rule
-falls back to equal weights ``1/T``. Invariant to a common positive rescaling of the
-gradients; rescaling single tasks leaves the combined *line* unchanged.
+With ``G = D C D`` (``D = diag(n)``, ``C`` the cosine matrix of the unit directions) the
+solution is ``w = D^-1 C^+ 1``, normalised to sum 1, and that is how it is computed: the
+pseudo-inverse of ``C`` (unit diagonal, whatever the task scales), then a division by
+each task's own norm. The combined update ``sum_t w_t g_t = sum_t (C^+ 1)_t u_t / s``
+depends on the unit directions only, so rescaling one task by any factor (1e8, 1e-8)
+leaves the combined *line* unchanged in float64 (its sign follows ``s = sum_t w_t``
+before normalisation, which can flip). Solving with ``G^+`` directly would mix norms
+eight orders of magnitude apart in one pseudo-inverse and lose that invariance.
+Rank-deficient directions give the least-squares answer; a zero-gradient task gets
+weight 0. If ``s`` vanishes, the rule falls back to equal weights ``1/T``. Invariant to a
+common positive rescaling of the gradients.
 
 The common projection is ``lam = 1 / (1^T G^+ n)``. The normalisation ``sum_t w_t = 1``
 does not make it positive: with strongly conflicting gradients (T >= 3) ``lam`` can be
@@ -26,7 +33,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from ._simplex import matvec, normalize_gram
+from ._simplex import matvec
 from .base import Rule, State
 
 
@@ -38,11 +45,17 @@ class IMTLG(Rule):
     def weights(
         self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor
     ) -> tuple[Tensor, State]:
-        g = normalize_gram(gram, ridge=0.0)
+        g = gram.to(torch.float64)
+        g = 0.5 * (g + g.T)
         norms = g.diagonal().clamp_min(0).sqrt()
-        x = matvec(torch.linalg.pinv(g, hermitian=True), norms)
+        present = norms > 0
+        safe = torch.where(present, norms, torch.ones_like(norms))
+        both = present[:, None] & present[None, :]
+        cosine = torch.where(both, g / (safe[:, None] * safe[None, :]), torch.zeros_like(g))
+        x = matvec(torch.linalg.pinv(cosine, hermitian=True), present.to(g.dtype))
+        x = torch.where(present, x / safe, torch.zeros_like(x))
         total = x.sum()
         ok = torch.isfinite(total) & (total.abs() > 1e-12 * x.abs().sum().clamp_min(1e-300))
-        safe = torch.where(ok, total, torch.ones_like(total))
-        w = torch.where(ok, x / safe, torch.full_like(x, 1.0 / self.num_tasks))
+        safe_total = torch.where(ok, total, torch.ones_like(total))
+        w = torch.where(ok, x / safe_total, torch.full_like(x, 1.0 / self.num_tasks))
         return w.to(gram.dtype), {}

@@ -4,7 +4,8 @@ The rule (He, Chen et al., arXiv 2411.11871; after MetaBalance, He et al., WWW 2
 as implemented here, for gradient norms ``n_t = ||dL_t/dZ||``::
 
     m_t <- beta * m_t + (1 - beta) * n_t           # EMA of magnitudes, m_0 = 0
-    mhat_t = m_t / (1 - beta**step)                # bias correction (optional)
+    c_t <- c_t + 1                                 # updates of task t's EMA
+    mhat_t = m_t / (1 - beta**c_t)                 # bias correction (optional)
     w_t = relax * mhat_ref / (mhat_t + eps) + (1 - relax)
 
 with ``mhat_ref`` the reference magnitude: a target task's ("target"), or the
@@ -14,6 +15,10 @@ follows its public description and MetaBalance, and exposes every choice.
 Bias correction divides every ``m_t`` by the same factor, so it changes the
 weights only through ``eps``; it keeps the EMA on the scale of the norms from
 the first step (like Adam), which makes ``stats`` readable and ``eps`` meaningful.
+Each task counts its own updates (state ``count``): normally every task's count
+is the step number, but a task left out of a step (``nonfinite="skip_task"``)
+holds its EMA *and* its count, so its held EMA keeps the correction of the step it
+was last updated on, also when it serves as the reference magnitude.
 
 A task whose EMA is exactly zero (it has produced no gradient yet: no labels,
 an unused tower) gets weight 1; its gradient is zero, so this only keeps the
@@ -63,7 +68,10 @@ class MultiBalanceRule(Rule):
         self.bias_correction = bias_correction
 
     def init_state(self, device: torch.device | None = None) -> State:
-        return {"ema": torch.zeros(self.num_tasks, dtype=torch.float32, device=device)}
+        return {
+            "ema": torch.zeros(self.num_tasks, dtype=torch.float32, device=device),
+            "count": torch.zeros(self.num_tasks, dtype=torch.int64, device=device),
+        }
 
     def weights(
         self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor
@@ -73,8 +81,9 @@ class MultiBalanceRule(Rule):
     def weights_subset(
         self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor, active: Tensor
     ) -> tuple[Tensor, State]:
-        """Inactive tasks keep their EMA (it is not decayed) and get weight 0; a
-        target task that is inactive still serves as reference with its held EMA."""
+        """Inactive tasks keep their EMA (it is not decayed) and its update count, and get
+        weight 0; a target task that is inactive still serves as reference with its held
+        EMA, bias-corrected for the updates it has had."""
         return self._weights(gram, state, step, active)
 
     def _weights(
@@ -85,19 +94,23 @@ class MultiBalanceRule(Rule):
         norms = gram.diagonal().clamp_min(0).sqrt()
         old = state["ema"].to(norms.dtype)
         ema = self.beta * old + (1.0 - self.beta) * norms
+        count = state["count"] + 1
+        corrected = count  # the count the bias correction uses: every task has one update
         if active is not None:
             ema = torch.where(active, ema, old)
+            count = torch.where(active, count, state["count"])
+            # a task never updated has EMA 0: a count of 1 keeps 0 / (1 - beta**c) at 0
+            corrected = count.clamp_min(1)
         m = ema
         if self.bias_correction:
-            s = step.to(ema.dtype) if isinstance(step, Tensor) else float(step)
-            m = ema / (1.0 - self.beta**s)
+            m = ema / (1.0 - self.beta ** corrected.to(ema.dtype))
         if self.reference == "target":
             ref = m[self.target]
         elif active is None:
             ref = m.mean() if self.reference == "mean" else m.max()
         elif self.reference == "mean":
-            count = active.sum().clamp_min(1).to(m.dtype)
-            ref = torch.where(active, m, 0.0).sum() / count
+            present = active.sum().clamp_min(1).to(m.dtype)
+            ref = torch.where(active, m, 0.0).sum() / present
         else:
             ref = torch.where(active, m, 0.0).max()
         w = self.relax * ref / (m + self.eps) + (1.0 - self.relax)
@@ -106,7 +119,22 @@ class MultiBalanceRule(Rule):
         w = torch.where(m > 0, w, 1.0)
         if active is not None:
             w = torch.where(active, w, 0.0)
-        return w, {"ema": ema.to(state["ema"].dtype)}
+        return w, {"ema": ema.to(state["ema"].dtype), "count": count}
+
+    def check_state(self, state: Mapping[str, Tensor], prefix: str = "") -> None:
+        """The EMA of gradient magnitudes and the update counts are ``>= 0``."""
+        count = state["count"]
+        if bool((count < 0).any()):
+            raise ValueError(
+                f"state_dict entry {prefix + 'count'!r} must be in [0, inf) (updates of "
+                f"each task's EMA), got {count.tolist()}"
+            )
+        ema = state["ema"]
+        if bool((ema < 0).any()):
+            raise ValueError(
+                f"state_dict entry {prefix + 'ema'!r} must be in [0, inf) (an EMA of "
+                f"gradient norms), got {ema.tolist()}"
+            )
 
     def config(self) -> dict[str, Any]:
         return {

@@ -4,8 +4,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# torch is installed on its own first so that pip keeps this build: the CPU
-# wheel by default. Elsewhere, point TORCH_INDEX at the CPU wheel index, e.g.
+# torch is installed on its own first so that pip keeps this build. On the course's
+# machines the pin resolves to a local CPU wheel; from PyPI on Linux it is the multi-GB
+# CUDA build. For a CPU build elsewhere, point TORCH_INDEX at the CPU wheel index, e.g.
 #   make test TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?=

@@ -45,7 +45,7 @@ def _losses(preds: list[torch.Tensor], y: torch.Tensor) -> list[torch.Tensor]:
 def test_fork_step_check_accepts_the_fork_and_rejects_the_usual_mistakes(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from mbviz.course.checks import check_fork_step
+    from mbviz.course import check_fork_step
 
     gen = torch.Generator().manual_seed(0)
     batch = (torch.randn(16, 5, generator=gen), torch.randn(16, 3, generator=gen))

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from mbviz.course.checks import check_fork_step
+from mbviz.course import check_fork_step
 from mbviz.problems import SyntheticProblem
 
 # The notebook's setting: its data, masked losses and dense MMoE.

@@ -95,3 +95,20 @@ class Rule(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+def check_magnitude_ema(state: Mapping[str, Tensor], prefix: str = "") -> None:
+    """:meth:`Rule.check_state` of the rules that keep an EMA of gradient magnitudes and
+    its per-task update counts (``"ema"``, ``"count"``): both must be ``>= 0``."""
+    count = state["count"]
+    if bool((count < 0).any()):
+        raise ValueError(
+            f"state_dict entry {prefix + 'count'!r} must be in [0, inf) (updates of "
+            f"each task's EMA), got {count.tolist()}"
+        )
+    ema = state["ema"]
+    if bool((ema < 0).any()):
+        raise ValueError(
+            f"state_dict entry {prefix + 'ema'!r} must be in [0, inf) (an EMA of "
+            f"gradient norms), got {ema.tolist()}"
+        )

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from .._validation import check_choice, check_float, check_int
-from .base import Rule, State
+from .base import Rule, State, check_magnitude_ema
 
 Reference = Literal["target", "mean", "max"]
 REFERENCES: tuple[str, ...] = ("target", "mean", "max")
@@ -123,18 +123,7 @@ class MultiBalanceRule(Rule):
 
     def check_state(self, state: Mapping[str, Tensor], prefix: str = "") -> None:
         """The EMA of gradient magnitudes and the update counts are ``>= 0``."""
-        count = state["count"]
-        if bool((count < 0).any()):
-            raise ValueError(
-                f"state_dict entry {prefix + 'count'!r} must be in [0, inf) (updates of "
-                f"each task's EMA), got {count.tolist()}"
-            )
-        ema = state["ema"]
-        if bool((ema < 0).any()):
-            raise ValueError(
-                f"state_dict entry {prefix + 'ema'!r} must be in [0, inf) (an EMA of "
-                f"gradient norms), got {ema.tolist()}"
-            )
+        check_magnitude_ema(state, prefix)
 
     def config(self) -> dict[str, Any]:
         return {

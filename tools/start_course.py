@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -108,6 +109,29 @@ def wait_until_served(
     raise TimeoutError(f"JupyterLab did not answer on {HOST} within {timeout:.0f} s")
 
 
+class _Forward:
+    """Copies the server's output to ours line by line, and knows when it last spoke."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.last = time.monotonic()
+        assert proc.stdout is not None
+        self._stream = proc.stdout
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in iter(self._stream.readline, b""):
+            sys.stdout.write(line.decode(errors="replace"))
+            sys.stdout.flush()
+            self.last = time.monotonic()
+
+    def wait_quiet(self, quiet: float = 1.0, at_most: float = 10.0) -> None:
+        """Return once the server has printed nothing for ``quiet`` seconds (or after
+        ``at_most``): its start-up lines end a moment after it starts answering."""
+        deadline = time.monotonic() + at_most
+        while time.monotonic() < deadline and time.monotonic() - self.last < quiet:
+            time.sleep(0.1)
+
+
 def stop(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
     """SIGTERM: JupyterLab shuts its kernels down and exits; whatever is left of its process
     group (it runs in a session of its own) is killed after ``timeout``."""
@@ -149,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     runtime = tempfile.TemporaryDirectory(prefix="mbk-course-")
     runtime_dir = Path(runtime.name)
     if root:
-        print("Running as root (a container, CI or cloud machine): passing --allow-root.")
+        print(
+            "Running as root (a container, CI or cloud machine): passing --allow-root.", flush=True
+        )
     proc = subprocess.Popen(
         lab_command(
             port=args.port,
@@ -160,8 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         cwd=ROOT,
         env={**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime_dir)},
         stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,  # forwarded line by line, so the URL can come out last
+        stderr=subprocess.STDOUT,
         start_new_session=True,  # Ctrl-C reaches this script, which stops the server cleanly
     )
+    log = _Forward(proc)
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -171,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         port = wait_until_served(proc, runtime_dir, token, args.timeout)
         url = f"http://{HOST}:{port}/lab/tree/{NOTEBOOK}?token={token}"
-        time.sleep(0.5)  # let JupyterLab's own start-up lines come out first
+        log.wait_quiet()  # JupyterLab's own start-up lines come out first
         if port != args.port:
             print(f"Port {args.port} is taken; JupyterLab chose port {port}.")
         if open_browser:

@@ -187,3 +187,40 @@ def test_gradients_beyond_int32_offsets_are_refused_with_a_clear_error() -> None
     triton_ops._check_size(triton_ops.MAX_ELEMENTS)  # the largest allowed
     with pytest.raises(ValueError, match="int32 offsets.*backend='torch'"):
         triton_ops._check_size(triton_ops.MAX_ELEMENTS + 1)
+
+
+def _int32(x: int) -> int:
+    """``x`` wrapped to int32, as the kernels' integer arithmetic does."""
+    return (x + 2**31) % 2**32 - 2**31
+
+
+@pytest.mark.parametrize("t", [4, 8, 16, 33])
+@pytest.mark.parametrize("n_below", [0, 1, 255, 4096, 68_000])
+def test_pass1_offsets_stay_within_int32_up_to_the_largest_size(t: int, n_below: int) -> None:
+    """Pass 1's column offsets for N up to MAX_ELEMENTS = 2^31 - 1, on an H200's 528
+    programs, computed as the kernels do (int32): ``first = pid * blocks_per_program``,
+    blocks ``b`` in ``[first, last)`` with ``last = min(first + blocks_per_program,
+    cdiv(n, BLOCK))``, offsets ``b * BLOCK + [0, BLOCK)``; the outer-product kernel also
+    forms ``end`` and compares ``cols < end - BLOCK`` for its second block. Every value must
+    equal its exact (unwrapped) value. Looping over blocks that do not exist (up to
+    ``first + blocks_per_program``) instead wraps near 2^31: the negative control."""
+    from mbkernels.ops import triton_ops
+
+    n = triton_ops.MAX_ELEMENTS - n_below
+    _, block, _ = triton_ops.gram_launch(t)
+    n_blocks = -(-n // block)
+    programs, per = triton_ops.gram_grid(n_blocks, 4 * 132)
+    assert (programs - 1) * per < n_blocks <= programs * per
+    unbounded_wraps = False
+    for pid in range(programs):
+        first = _int32(pid * per)
+        last = min(_int32(first + per), n_blocks)
+        assert first == pid * per and first < last
+        exact_end = last * block if last < n_blocks else n
+        end = _int32(last * block) if last < n_blocks else n
+        assert end == exact_end <= n and _int32(end - block) == end - block
+        for b in (first, last - 1):  # offsets grow with b: the extremes suffice
+            assert _int32(b * block + block - 1) == b * block + block - 1
+        unbounded_wraps |= _int32((first + per - 1) * block + block - 1) < 0
+    if n_below <= 255:  # the check finds the old loop's wrap here, at every launch size
+        assert unbounded_wraps

@@ -44,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
         "--no-kernels", action="store_true", help="op: skip the rows of the Triton passes alone"
     )
     p.add_argument(
+        "--kernels-only", action="store_true", help="op: only the rows of the Triton passes alone"
+    )
+    p.add_argument(
         "--malloc",
         choices=["tuned", "default"],
         default="tuned",

@@ -113,6 +113,7 @@ class OpConfig:
     compile: bool = True
     copy_log2: int = 26
     kernels: bool = True
+    kernels_only: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -210,6 +211,94 @@ def kernels_runnable(device: torch.device) -> bool:
     return triton_available() and (device.type == "cuda" or cpu_ok)
 
 
+def _method_rows(
+    cfg: OpConfig,
+    grads: list[Tensor],
+    compiled_step: Callable[..., Any] | None,
+    base: dict[str, Any],
+    ceiling: float,
+    rows: list[dict[str, Any]],
+    failures: list[str],
+) -> dict[str, Any]:
+    """Check every method against float64, time them in interleaved rounds, append rows."""
+    device, t, log2n, n = grads[0].device, len(grads), base["log2_n"], base["n"]
+    tol = TOLERANCE[cfg.dtype]
+    sync = _sync_for(device)
+    cands = _candidates(grads, device, compiled_step)
+    ref = float64_step(grads)
+    diffs = {name: _rel_diff(fn(), ref) for name, fn in cands.items()}
+    del ref
+    for name, d in diffs.items():
+        if not d <= tol:  # NaN fails too
+            failures.append(f"T={t} N=2^{log2n} {name}: {d:.3g} > {tol:g} vs float64")
+    dst, src = torch.empty_like(grads[0]), grads[0]
+
+    def copy_one(dst: Tensor = dst, src: Tensor = src) -> Tensor:
+        return dst.copy_(src)
+
+    timings = interleaved(
+        {**cands, COPY: copy_one},
+        rounds=cfg.rounds,
+        warmup=1,
+        min_sample_s=cfg.min_sample_s,
+        sync=sync,
+    )
+    copy_case = timings.pop(COPY)
+    copy_bps = 2 * n * grads[0].element_size() / copy_case.median
+    del dst, src
+    need = min_bytes(t, n, grads[0].element_size())
+    base = {**base, "min_bytes": need}
+    compiled = timings["compiled"].median if "compiled" in timings else None
+    for name, tm in timings.items():
+        rows.append(
+            {
+                **base,
+                "method": name,
+                **tm.as_dict(),
+                "achieved_Bps": need / tm.median,
+                "copy_Bps": copy_bps,
+                "fraction_of_copy": need / tm.median / ceiling,
+                "speedup_vs_naive": timings["naive"].median / tm.median,
+                "speedup_vs_compiled": compiled / tm.median if compiled else None,
+                "max_rel_diff_vs_float64": diffs[name],
+            }
+        )
+    return timings
+
+
+def _kernel_rows(
+    cfg: OpConfig,
+    grads: list[Tensor],
+    base: dict[str, Any],
+    ceiling: float,
+    kernel_rows: list[dict[str, Any]],
+    failures: list[str],
+) -> None:
+    """Check the Triton passes alone against float64, time them, append rows."""
+    device, t, log2n = grads[0].device, len(grads), base["log2_n"]
+    tol = TOLERANCE[cfg.dtype]
+    for name, (fn, moved) in _kernel_candidates(grads).items():
+        d = _rel_diff(fn(), _kernel_reference(name, grads))
+        if not d <= tol:
+            failures.append(f"T={t} N=2^{log2n} kernel {name}: {d:.3g} > {tol:g}")
+        med, low = _time_kernel(fn, device, cfg.rounds)
+        kernel_rows.append(
+            {**base, "kernel": name, "bytes": moved, "median_s": med, "best_s": low,
+             "achieved_Bps": moved / med, "fraction_of_copy": moved / med / ceiling,
+             "timer": "do_bench" if device.type == "cuda" else "perf_counter",
+             "max_rel_diff_vs_float64": d}
+        )  # fmt: skip
+
+
+def _progress_line(t: int, log2n: int, timings: dict[str, Any]) -> str:
+    fused = timings["fused"].median
+    line = f"T={t} N=2^{log2n}: fused {fused * 1e3:.3f} ms, "
+    line += f"{timings['naive'].median / fused:.2f}x naive"
+    if "compiled" in timings:
+        line += f", {timings['compiled'].median / fused:.2f}x compiled"
+    return line
+
+
 def run_op(cfg: OpConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run the sweep; return a JSON-ready dict with one row per (T, N, method)."""
     device = torch.device(cfg.device)
@@ -231,69 +320,22 @@ def run_op(cfg: OpConfig, progress: Callable[[str], None] | None = None) -> dict
                 torch.randn(n, generator=gen, device=device, dtype=dtype) * 10.0 ** (i % 4)
                 for i in range(t)
             ]
-            cands = _candidates(grads, device, compiled_step)
-            ref = float64_step(grads)
-            diffs = {name: _rel_diff(fn(), ref) for name, fn in cands.items()}
-            del ref
-            for name, d in diffs.items():
-                if not d <= tol:  # NaN fails too
-                    failures.append(f"T={t} N=2^{log2n} {name}: {d:.3g} > {tol:g} vs float64")
-            dst, src = torch.empty_like(grads[0]), grads[0]
-
-            def copy_one(dst: Tensor = dst, src: Tensor = src) -> Tensor:
-                return dst.copy_(src)
-
-            timings = interleaved(
-                {**cands, COPY: copy_one},
-                rounds=cfg.rounds,
-                warmup=1,
-                min_sample_s=cfg.min_sample_s,
-                sync=sync,
-            )
-            copy_case = timings.pop(COPY)
-            copy_bps = 2 * n * grads[0].element_size() / copy_case.median
-            del dst, src
-            need = min_bytes(t, n, grads[0].element_size())
-            base = {"num_tasks": t, "log2_n": log2n, "n": n, "min_bytes": need}
-            compiled = timings["compiled"].median if "compiled" in timings else None
-            for name, tm in timings.items():
-                rows.append(
-                    {
-                        **base,
-                        "method": name,
-                        **tm.as_dict(),
-                        "achieved_Bps": need / tm.median,
-                        "copy_Bps": copy_bps,
-                        "fraction_of_copy": need / tm.median / ceiling,
-                        "speedup_vs_naive": timings["naive"].median / tm.median,
-                        "speedup_vs_compiled": compiled / tm.median if compiled else None,
-                        "max_rel_diff_vs_float64": diffs[name],
-                    }
-                )
+            base = {"num_tasks": t, "log2_n": log2n, "n": n}
+            if not cfg.kernels_only:
+                timings = _method_rows(cfg, grads, compiled_step, base, ceiling, rows, failures)
+                if progress is not None:
+                    progress(_progress_line(t, log2n, timings))
             if cfg.kernels and kernels_runnable(device):
-                for name, (fn, moved) in _kernel_candidates(grads).items():
-                    d = _rel_diff(fn(), _kernel_reference(name, grads))
-                    if not d <= tol:
-                        failures.append(f"T={t} N=2^{log2n} kernel {name}: {d:.3g} > {tol:g}")
-                    med, low = _time_kernel(fn, device, cfg.rounds)
-                    kernel_rows.append(
-                        {**base, "kernel": name, "bytes": moved, "median_s": med, "best_s": low,
-                         "achieved_Bps": moved / med, "fraction_of_copy": moved / med / ceiling,
-                         "timer": "do_bench" if device.type == "cuda" else "perf_counter",
-                         "max_rel_diff_vs_float64": d}
-                    )  # fmt: skip
-            if progress is not None:
-                fused = timings["fused"].median
-                progress(
-                    f"T={t} N=2^{log2n}: fused {fused * 1e3:.3f} ms, "
-                    f"{timings['naive'].median / fused:.2f}x naive"
-                    + (
-                        f", {timings['compiled'].median / fused:.2f}x compiled"
-                        if "compiled" in timings
-                        else ""
-                    )
-                )
-            del grads, cands
+                before = len(kernel_rows)
+                _kernel_rows(cfg, grads, base, ceiling, kernel_rows, failures)
+                for r in kernel_rows[before:]:
+                    if progress is not None:
+                        progress(
+                            f"T={t} N=2^{log2n} kernel {r['kernel']}: "
+                            f"{r['median_s'] * 1e3:.3f} ms, {r['fraction_of_copy']:.0%} of copy, "
+                            f"diff {r['max_rel_diff_vs_float64']:.1e}"
+                        )
+            del grads
     return {
         "benchmark": "op",
         "config": {
@@ -303,6 +345,8 @@ def run_op(cfg: OpConfig, progress: Callable[[str], None] | None = None) -> dict
             "log2_sizes": list(cfg.log2_sizes),
             "rounds": cfg.rounds,
             "compile": cfg.compile,
+            "kernels": cfg.kernels,
+            "kernels_only": cfg.kernels_only,
             "tolerance": tol,
             **cfg.extra,
         },
@@ -373,4 +417,5 @@ def op_config(args: Any, device: str) -> OpConfig:
     cfg.compile = not args.no_compile
     cfg.dtype = getattr(args, "dtype", None) or cfg.dtype
     cfg.kernels = not getattr(args, "no_kernels", False)
+    cfg.kernels_only = getattr(args, "kernels_only", False)
     return cfg

@@ -197,8 +197,8 @@ def _int32(x: int) -> int:
 @pytest.mark.parametrize("t", [4, 8, 16, 33])
 @pytest.mark.parametrize("n_below", [0, 1, 255, 4096, 68_000])
 def test_pass1_offsets_stay_within_int32_up_to_the_largest_size(t: int, n_below: int) -> None:
-    """Pass 1's column offsets for N up to MAX_ELEMENTS = 2^31 - 1, on an H200's 528
-    programs, computed as the kernels do (int32): ``first = pid * blocks_per_program``,
+    """Pass 1's column offsets for N up to MAX_ELEMENTS = 2^31 - 1, on an H200's 132 SMs,
+    computed as the kernels do (int32): ``first = pid * blocks_per_program``,
     blocks ``b`` in ``[first, last)`` with ``last = min(first + blocks_per_program,
     cdiv(n, BLOCK))``, offsets ``b * BLOCK + [0, BLOCK)``; the outer-product kernel also
     forms ``end`` and compares ``cols < end - BLOCK`` for its second block. Every value must
@@ -207,9 +207,11 @@ def test_pass1_offsets_stay_within_int32_up_to_the_largest_size(t: int, n_below:
     from mbkernels.ops import triton_ops
 
     n = triton_ops.MAX_ELEMENTS - n_below
-    _, block, _ = triton_ops.gram_launch(t)
+    t_pad, block, _ = triton_ops.gram_launch(t)
     n_blocks = -(-n // block)
-    programs, per = triton_ops.gram_grid(n_blocks, 4 * 132)
+    outer = t <= triton_ops.OUTER_MAX_TASKS
+    per_sm = triton_ops.OUTER_PROGRAMS_PER_SM[t_pad] if outer else 4  # as gram_programs
+    programs, per = triton_ops.gram_grid(n_blocks, per_sm * 132)
     assert (programs - 1) * per < n_blocks <= programs * per
     unbounded_wraps = False
     for pid in range(programs):

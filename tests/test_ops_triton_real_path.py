@@ -106,9 +106,7 @@ def test_pass1_programs_loop_over_several_blocks_an_odd_number_in_some() -> None
         counts = set()
         for n in SIZES:
             n_blocks = -(-n // block)
-            programs, per = triton_ops.gram_grid(
-                n_blocks, triton_ops._num_programs(n_blocks, device)
-            )
+            programs, per = triton_ops.gram_programs(t, n_blocks, device)
             assert programs > 1 and per > 2
             counts |= {per, n_blocks - (programs - 1) * per}
         assert any(c % 2 for c in counts) and len(counts) > 1

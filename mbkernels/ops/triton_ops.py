@@ -197,10 +197,10 @@ def _pointer_table(grads: Sequence[Tensor]) -> Tensor:
     return ptrs
 
 
-def _num_programs(n_blocks: int, device: torch.device) -> int:
+def _num_programs(n_blocks: int, device: torch.device, per_sm: int = 4) -> int:
     if device.type == "cuda":
         sms = torch.cuda.get_device_properties(device).multi_processor_count
-        return max(1, min(n_blocks, 4 * sms))
+        return max(1, min(n_blocks, per_sm * sms))
     return max(1, min(n_blocks, 4))  # the interpreter runs programs one after another
 
 
@@ -211,6 +211,13 @@ def _num_programs(n_blocks: int, device: torch.device) -> int:
 # the padded tl.dot (tools/triton_resources.py, docs/benchmarks.md).
 OUTER_MAX_TASKS = 8
 _OUTER_WARPS = 4
+# Programs per SM of the outer-product kernel, per T_PAD: as many as fit on an SM at once
+# (one wave, no tail), since each warp keeps only two tiles of loads in flight and the
+# memory system needs ~20-30 KB in flight per SM. 4-warp programs, 64K registers and 64
+# warps per SM: min(16, 512 // registers per thread rounded up to 8); registers from the
+# compiled kernels on sm_80/sm_90 (32 at T_PAD <= 2, 40-48 at 4, 122-126 at 8), checked
+# by tests/test_triton_compile.py.
+OUTER_PROGRAMS_PER_SM = {1: 16, 2: 16, 4: 10, 8: 4}
 # Pass 1's (BLOCK, num_warps) per padded task count beyond that: the [T_PAD, BLOCK] tile
 # and the [T_PAD, T_PAD] accumulator of one program stay in registers. Chosen by compiling
 # for sm_80 and sm_90 in every dtype, for aligned and unaligned gradients
@@ -254,6 +261,13 @@ def gram_grid(n_blocks: int, max_programs: int) -> tuple[int, int]:
     return triton.cdiv(n_blocks, per_program), per_program
 
 
+def gram_programs(t: int, n_blocks: int, device: torch.device) -> tuple[int, int]:
+    """``(programs, blocks_per_program)`` of pass 1 for ``t`` tasks on ``device``."""
+    t_pad = gram_launch(t)[0]
+    per_sm = OUTER_PROGRAMS_PER_SM[t_pad] if t <= OUTER_MAX_TASKS else 4
+    return gram_grid(n_blocks, _num_programs(n_blocks, device, per_sm))
+
+
 def gram_triton(grads: Sequence[Tensor]) -> Tensor:
     """Pass 1: float32 Gram matrix of equally shaped gradients."""
     grads = _contiguous(grads)
@@ -267,7 +281,7 @@ def gram_triton(grads: Sequence[Tensor]) -> Tensor:
     if triton_interpreting() and not outer:
         block = 64
     n_blocks = triton.cdiv(n, block)
-    programs, per_program = gram_grid(n_blocks, _num_programs(n_blocks, device))
+    programs, per_program = gram_programs(t, n_blocks, device)
     partial = torch.empty(programs, t_pad, t_pad, dtype=torch.float32, device=device)
     table = _pointer_table(grads)
     dtype = _TL_DTYPES[grads[0].dtype]

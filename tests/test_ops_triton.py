@@ -198,12 +198,13 @@ def _int32(x: int) -> int:
 @pytest.mark.parametrize("n_below", [0, 1, 255, 4096, 68_000])
 def test_pass1_offsets_stay_within_int32_up_to_the_largest_size(t: int, n_below: int) -> None:
     """Pass 1's column offsets for N up to MAX_ELEMENTS = 2^31 - 1, on an H200's 132 SMs,
-    computed as the kernels do (int32): ``first = pid * blocks_per_program``,
-    blocks ``b`` in ``[first, last)`` with ``last = min(first + blocks_per_program,
-    cdiv(n, BLOCK))``, offsets ``b * BLOCK + [0, BLOCK)``; the outer-product kernel also
-    forms ``end`` and compares ``cols < end - BLOCK`` for its second block. Every value must
-    equal its exact (unwrapped) value. Looping over blocks that do not exist (up to
-    ``first + blocks_per_program``) instead wraps near 2^31: the negative control."""
+    computed as the kernels do (int32): ``n_blocks = (n - 1) // BLOCK + 1``, ``first =
+    pid * blocks_per_program``, blocks ``b`` in ``[first, last)`` with ``last =
+    min(first + blocks_per_program, n_blocks)``, offsets ``b * BLOCK + [0, BLOCK)``; the
+    outer-product kernel also forms ``end`` and compares ``cols < end - BLOCK`` for its
+    second block. Every value must equal its exact (unwrapped) value. Negative controls:
+    ``tl.cdiv(n, BLOCK)`` (n + BLOCK - 1) and looping over blocks that do not exist (up to
+    ``first + blocks_per_program``) wrap near 2^31."""
     from mbkernels.ops import triton_ops
 
     n = triton_ops.MAX_ELEMENTS - n_below
@@ -213,6 +214,10 @@ def test_pass1_offsets_stay_within_int32_up_to_the_largest_size(t: int, n_below:
     per_sm = triton_ops.OUTER_PROGRAMS_PER_SM[t_pad] if outer else 4  # as gram_programs
     programs, per = triton_ops.gram_grid(n_blocks, per_sm * 132)
     assert (programs - 1) * per < n_blocks <= programs * per
+    # n_blocks as the kernels form it; tl.cdiv's n + BLOCK - 1 wraps here: the control.
+    assert _int32(_int32(n - 1) // block + 1) == n_blocks
+    if n_below < block - 1:
+        assert _int32(n + block - 1) < 0
     unbounded_wraps = False
     for pid in range(programs):
         first = _int32(pid * per)

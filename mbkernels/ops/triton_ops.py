@@ -29,14 +29,15 @@ That is the minimum for any method whose weights depend on the whole Gram
 matrix and whose gradients do not fit on chip; a stack-based composition
 moves about three times as much.
 
-Gradients on 16-byte boundaries (the wrapper checks; fresh allocations are)
-are read with 16-byte vector loads (``ALIGNED``: the addresses come from the
-table, so the compiler must be told). Launch sizes (:func:`gram_launch`,
+Pass 2, and pass 1 beyond 8 tasks, read gradients on 16-byte boundaries (the
+wrapper checks; fresh allocations are) with 16-byte vector loads (``ALIGNED``:
+the addresses come from the table, so the compiler must be told). Launch sizes (:func:`gram_launch`,
 :func:`weighted_sum_launch`) keep each program's working set in registers when
 compiled for A100 (sm_80) and H100/H200 (sm_90) in float32, float16 and
 bfloat16, up to 128 tasks. ``tools/triton_resources.py`` compiles the kernels
 for those GPUs on any machine (no GPU needed) and prints registers, spill
-stores and load widths; ``tests/test_triton_compile.py`` runs it;
+stores, load widths and the hot loop's warp-instructions per gradient column;
+``tests/test_triton_compile.py`` runs it;
 docs/benchmarks.md has the results.
 """
 
@@ -73,9 +74,11 @@ def _gram_outer_kernel(
     # [T_PAD, T_PAD, BLOCK]: T_PAD^2 float32 accumulators per thread (64 at T = 8).
     acc = tl.zeros((T_PAD, T_PAD, BLOCK), dtype=tl.float32)
     first = pid * blocks_per_program
-    n_blocks = tl.cdiv(n_elements, BLOCK)
+    # cdiv(n, BLOCK) without forming n + BLOCK - 1, which wraps in int32 near 2^31 (n >= 1).
+    n_blocks = (n_elements - 1) // BLOCK + 1
     last = tl.minimum(first + blocks_per_program, n_blocks)  # only blocks that exist
-    # This program's columns end at `end`: a block boundary below n, or n for the last one.
+    # This program's columns end at `end`: a block boundary below n (last * BLOCK < n when
+    # last < n_blocks; otherwise it may wrap, and is not used), or n for the last program.
     end = tl.where(last < n_blocks, last * BLOCK, n_elements)
     # Two blocks per iteration: both tiles' loads are in flight before either is used.
     # Loads are one element per thread and row (no vector hint): each thread then holds
@@ -121,7 +124,8 @@ def _gram_kernel(
     acc = tl.zeros((T_PAD, T_PAD), dtype=tl.float32)
     first = pid * blocks_per_program
     # Only blocks that exist: BLOCK divides 2^31, so every offset stays <= 2^31 - 1 (int32).
-    last = tl.minimum(first + blocks_per_program, tl.cdiv(n_elements, BLOCK))
+    # (cdiv(n, BLOCK) without forming n + BLOCK - 1, which wraps near 2^31; n >= 1.)
+    last = tl.minimum(first + blocks_per_program, (n_elements - 1) // BLOCK + 1)
     for b in range(first, last):
         cols = b * BLOCK + tl.arange(0, BLOCK)
         mask = row_ok[:, None] & (cols[None, :] < n_elements)

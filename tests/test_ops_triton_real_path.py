@@ -2,7 +2,7 @@
 
 Compiled (``MBK_TRITON_COMPILED=1`` on a CUDA machine) these run N = 2^20, 2^20 + 48
 and 600,011 per task: pass 1 then runs its multi-block loop (2^20 elements are 8,192
-blocks over 4 programs per SM, ~16 blocks each, an odd count for some), pass 2 its
+blocks over 4-10 programs per SM, 6-16 blocks each, an odd count for some), pass 2 its
 16-byte vector loads (aligned, N divisible by 16), its aligned element-by-element
 variant (600,011) and, for views off a 16-byte boundary, the unaligned one; at 4 and
 8 tasks (the outer-product pass 1) and 12 (the ``tl.dot`` one), in bfloat16, float16

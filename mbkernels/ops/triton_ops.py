@@ -234,10 +234,11 @@ _GRAM_LAUNCH = {16: (256, 4), 32: (64, 8), 64: (64, 8), 128: (32, 8)}
 # Pass 2 loads BLOCK elements of each of the T gradients before adding them up. With
 # 16-byte-aligned gradients of a length divisible by 16 the loads are 16-byte vectors;
 # T x BLOCK up to 16384 keeps sm_90 at <= ~130 registers per thread (32768 reached 255 at
-# T = 64). Otherwise they go element by element, one register (and address) each, and
-# sm_90 spilled beyond ~4096 values per program (at T = 16, BLOCK = 1024 in float16).
+# T = 64). Otherwise they go element by element, one register (and address) each: at 4096
+# values per program sm_90 spilled 2 values in float16 with Triton 3.6 (T = 4, BLOCK =
+# 1024) and more at T = 16 with 3.9; 2048 spills nothing with either.
 # tools/triton_resources.py checks both.
-_SUM_VALUES = {True: 16384, False: 4096}
+_SUM_VALUES = {True: 16384, False: 2048}
 
 
 def gram_launch(t: int) -> tuple[int, int, int]:
@@ -252,7 +253,7 @@ def gram_launch(t: int) -> tuple[int, int, int]:
 
 def weighted_sum_launch(t: int, vector_loads: bool = True) -> tuple[int, int]:
     """``(BLOCK, num_warps)`` of pass 2 for ``t`` tasks: 1024-element blocks while
-    ``t * BLOCK`` fits the register budget (16 tasks with vector loads, 4 without),
+    ``t * BLOCK`` fits the register budget (16 tasks with vector loads, 2 without),
     then halved as ``t`` doubles, down to 128 (one element per thread)."""
     block = 1 << max(7, min(10, (_SUM_VALUES[vector_loads] // t).bit_length() - 1))
     return block, 4

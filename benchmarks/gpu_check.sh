@@ -1,55 +1,145 @@
 #!/usr/bin/env bash
-# One prepared GPU check for the benchmarks issue, for a session that is lent a CUDA machine.
+# The first GPU run, prepared: what the kernels compute and how fast, in the order that
+# matters most if time runs out.
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root; results under $OUT
+#   DRY=1 bash benchmarks/gpu_check.sh      # the same steps on CPU, tiny sizes, kernels
+#                                           # through the Triton interpreter (the tests run it)
 #
-# 1. the Triton kernel tests compiled on the GPU (MBK_TRITON_COMPILED=1, see tests/conftest.py);
-# 2. the op benchmark on CUDA: Triton fused op vs the PyTorch path vs naive vs torch.compile,
-#    N = 2^16..2^26 per task, T = 2, 4, 8, against the measured copy bandwidth;
-# 3. the training-throughput and memory benchmark on CUDA (when mbkernels.bench has it).
-# Each step has its own time limit and log, so one failure does not hide the others.
-# Runs from the source tree (PYTHONPATH), with the machine's own torch and triton;
-# plotly is optional (the HTML chart is skipped without it). At most 8 files land in $OUT
-# (env, status, one log per step, op_cuda.json, throughput_cuda.json, html where plotly is).
-# Checked on a CPU machine (2026-11-29): every step runs, logs and records its status even
-# when the one before it fails; the CUDA steps themselves still await a GPU.
+# One global deadline (DEADLINE_S, default 530 s from the start): each step runs under
+# `timeout -k` with its own limit cut to the time left, and a step with too little time
+# left is skipped and says so. Three files land in $OUT, each updated as soon as a step
+# ends: status.txt (one line per step: rc, seconds, limit), log.txt (every step's output,
+# streamed), results.json (each step's JSON under its name). Nothing needs nbval, plotly
+# or ipywidgets: pytest runs with `-o addopts=""` (the project's addopts load nbval).
+#
+# Order (estimated seconds on an H200): preflight (CUDA, versions, one compiled launch of
+# each pass checked against torch, 15); the Triton passes alone, correctness against
+# float64 and bandwidth at T = 4, 8, N = 2^22..2^26, float32 then bfloat16 (35); the
+# compiled kernel tests with xdist (40); op key rows without torch.compile (40); DLRM
+# throughput at T = 4, 8 with 7 rounds, batch 2048 then 32768 (45); kernel launches and
+# host syncs per balanced step (15); then the torch.compile rows and bfloat16 op rows.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-$PWD/gpu_out}"
 PY="${PYTHON:-python3}"
+DRY="${DRY:-0}"
+DEADLINE_S="${DEADLINE_S:-530}"
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+: >"$OUT/status.txt"
+: >"$OUT/log.txt"
+echo '{}' >"$OUT/results.json"
 
-step() {  # step NAME SECONDS CMD...: run with a limit, log to $OUT/NAME.txt, record the status
+if [ "$DRY" = 1 ]; then
+    # CPU, the kernels through the interpreter; torch.compile steps keep their arguments
+    # but run eagerly (TORCHDYNAMO_DISABLE), so the dry run stays short.
+    export TRITON_INTERPRET=1 TORCHDYNAMO_DISABLE=1
+    DEVICE=cpu
+    TASKS=(4)
+    PREFLIGHT=(--cpu)
+    KERNEL_SIZES=(10)
+    TEST_ARGS=(tests/test_ops_triton_real_path.py -k "several_blocks or dtype2-4-4096")
+    WORKERS=0
+    OP_SIZES=(10)
+    OP_PRESET=--tiny
+    ROUNDS=1
+    THROUGHPUT=(--tiny --rounds 1)
+    BIG_BATCH=256
+    LAUNCH=(--tiny --log2-n 10 --steps 1 --tasks 4)
+else
+    export MBK_TRITON_COMPILED=1
+    DEVICE=cuda
+    TASKS=(4 8)
+    PREFLIGHT=()
+    KERNEL_SIZES=(22 23 24 25 26)
+    TEST_ARGS=(tests/test_ops_triton.py tests/test_ops_triton_real_path.py)
+    WORKERS=4
+    OP_SIZES=(20 22 24 26)
+    OP_PRESET=--quick
+    ROUNDS=5
+    THROUGHPUT=(--quick --rounds 7)
+    BIG_BATCH=32768
+    LAUNCH=()
+fi
+
+left() { echo $((DEADLINE_S - SECONDS)); }
+FAILED=0
+
+step() { # step NAME LIMIT CMD...: run under the deadline, stream to log.txt, record status
     local name=$1 limit=$2
     shift 2
-    echo "== $name (limit ${limit}s)"
-    timeout "$limit" "$@" >"$OUT/$name.txt" 2>&1
+    local remaining
+    remaining=$(($(left) - 10)) # room for `timeout -k 5` and the bookkeeping
+    if ((remaining < 15)); then
+        echo "$name skipped: $(left)s left before the deadline" | tee -a "$OUT/status.txt"
+        return 0
+    fi
+    ((limit > remaining)) && limit=$remaining
+    local start=$SECONDS
+    echo "===== $name (limit ${limit}s, $(left)s left)" >>"$OUT/log.txt"
+    timeout -k 5 "$limit" "$@" >>"$OUT/log.txt" 2>&1
     local rc=$?
-    echo "$name rc=$rc" | tee -a "$OUT/status.txt"
-    tail -n 25 "$OUT/$name.txt"
+    echo "$name rc=$rc $((SECONDS - start))s (limit ${limit}s)" | tee -a "$OUT/status.txt"
+    ((rc == 0)) || FAILED=$((FAILED + 1))
+    return $rc
 }
 
-html_arg() {  # --html only where plotly is importable
-    "$PY" -c "import plotly" 2>/dev/null && echo "--html $OUT/$1"
+save() { # save NAME: merge $WORK/NAME.json (if written) into results.json under NAME
+    [ -f "$WORK/$1.json" ] || return 0
+    "$PY" - "$OUT/results.json" "$1" "$WORK/$1.json" <<'EOF'
+import json, sys
+path, name, part = sys.argv[1:]
+results = json.load(open(path))
+results[name] = json.load(open(part))
+tmp = path + ".tmp"
+json.dump(results, open(tmp, "w"), indent=1)
+__import__("os").replace(tmp, path)
+EOF
+}
+
+bench() { # bench NAME LIMIT ARGS...: python -m mbkernels.bench ARGS --json, then save
+    local name=$1 limit=$2
+    shift 2
+    step "$name" "$limit" "$PY" -m mbkernels.bench "$@" --device "$DEVICE" --json "$WORK/$name.json"
+    save "$name"
 }
 
 {
-    nvidia-smi || true
-    "$PY" -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__,
-'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
-} >"$OUT/env.txt" 2>&1
-cat "$OUT/env.txt"
+    echo "DRY=$DRY device=$DEVICE deadline=${DEADLINE_S}s"
+    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv 2>&1 || true
+} >>"$OUT/log.txt"
 
-step triton_compiled_tests 240 env MBK_TRITON_COMPILED=1 "$PY" -m pytest -q -p no:cacheprovider \
-    tests/test_ops_triton.py
-# shellcheck disable=SC2046
-step op_cuda 240 "$PY" -m mbkernels.bench op --device cuda --json "$OUT/op_cuda.json" \
-    $(html_arg op_cuda.html)
-if "$PY" -m mbkernels.bench --help 2>/dev/null | grep -q throughput; then
-    # shellcheck disable=SC2046
-    step throughput_cuda 180 "$PY" -m mbkernels.bench throughput --device cuda --quick \
-        --json "$OUT/throughput_cuda.json" $(html_arg throughput_cuda.html)
+step preflight 60 "$PY" benchmarks/gpu_preflight.py "${PREFLIGHT[@]}"
+if [ $? -eq 2 ]; then
+    echo "aborted: no CUDA device" | tee -a "$OUT/status.txt"
+    exit 2
 fi
-echo "results in $OUT:"
-ls -l "$OUT"
+for dtype in float32 bfloat16; do
+    bench "kernels_$dtype" 60 op --kernels-only --dtype "$dtype" --tasks "${TASKS[@]}" \
+        --log2-sizes "${KERNEL_SIZES[@]}" --rounds "$ROUNDS" "$OP_PRESET"
+done
+
+PYTEST=(-m pytest -q -o addopts="" -p no:cacheprovider -p no:nbval -ra)
+"$PY" -c "import xdist" 2>/dev/null && PYTEST+=(-n "$WORKERS")
+"$PY" -c "import pytest_timeout" 2>/dev/null && PYTEST+=(--timeout 120)
+step compiled_tests 120 "$PY" "${PYTEST[@]}" "${TEST_ARGS[@]}"
+
+bench op_key_float32 90 op --no-compile --no-kernels --tasks "${TASKS[@]}" \
+    --log2-sizes "${OP_SIZES[@]}" --rounds "$ROUNDS" "$OP_PRESET"
+bench throughput 90 throughput "${THROUGHPUT[@]}" --tasks "${TASKS[@]}" \
+    --methods multibalance detach param_metabalance
+bench throughput_big_batch 60 throughput "${THROUGHPUT[@]}" --tasks "${TASKS[@]}" \
+    --batch "$BIG_BATCH" --methods multibalance
+step launch_count 60 "$PY" benchmarks/launch_count.py --device "$DEVICE" "${LAUNCH[@]}" \
+    --json "$WORK/launch_count.json"
+save launch_count
+bench op_compile_float32 150 op --no-kernels --tasks "${TASKS[@]}" \
+    --log2-sizes "${OP_SIZES[@]}" --rounds "$ROUNDS" "$OP_PRESET"
+bench op_key_bfloat16 90 op --no-compile --no-kernels --dtype bfloat16 --tasks "${TASKS[@]}" \
+    --log2-sizes "${OP_SIZES[@]}" --rounds "$ROUNDS" "$OP_PRESET"
+
+echo "done in ${SECONDS}s, $FAILED step(s) failed; results in $OUT" | tee -a "$OUT/status.txt"
+((FAILED == 0))

@@ -109,8 +109,9 @@ def test_naive_step_matches_float64_reference() -> None:
 
 def test_op_benchmark_tiny() -> None:
     cfg = op.OpConfig(
-        "cpu", tasks=(2, 3), log2_sizes=(10, 17), rounds=2, min_sample_s=0.0, compile=False
-    )
+        "cpu", tasks=(2, 3), log2_sizes=(10, 17), rounds=2, min_sample_s=0.0, compile=False,
+        kernels=False,
+    )  # fmt: skip
     cfg.copy_log2 = 16
     res = op.run_op(cfg)
     assert res["benchmark"] == "op"
@@ -118,8 +119,12 @@ def test_op_benchmark_tiny() -> None:
     # N = 2^17 spans two CPU chunks and eight norm rows: those boundaries are exercised.
     rows = res["rows"]
     assert {(r["num_tasks"], r["log2_n"], r["method"]) for r in rows} == {
-        (t, n, m) for t in (2, 3) for n in (10, 17) for m in ("fused", "fused_full", "naive")
+        (t, n, m)
+        for t in (2, 3)
+        for n in (10, 17)
+        for m in ("fused", "fused_nocheck", "fused_full", "naive")
     }
+    assert res["kernel_rows"] == [] and res["failures"] == []
     for r in rows:
         assert r["min_bytes"] == (2 * r["num_tasks"] + 1) * r["n"] * 4
         keys = ("median_s", "best_s", "achieved_Bps", "copy_Bps", "fraction_of_copy")
@@ -127,18 +132,44 @@ def test_op_benchmark_tiny() -> None:
             assert _finite_positive(r[key]), (key, r)
         assert r["best_s"] <= r["median_s"]
         assert r["speedup_vs_compiled"] is None
-        # Fused and naive computed the same combined gradient before being timed.
-        assert r["max_rel_diff_vs_naive"] < 1e-5
+        # Every method computed the float64 step's combined gradient before being timed.
+        assert r["max_rel_diff_vs_float64"] < 1e-5
     assert "fused" in op.format_op(res)
     assert not any(r["method"] == op.COPY for r in rows)  # the ceiling is not a method
 
 
+def test_op_kernel_rows_and_a_result_beyond_tolerance_fails_the_run(tmp_path, monkeypatch) -> None:
+    """Kernel rows run the Triton passes (here through the interpreter) and check them
+    against float64; a method outside the dtype's tolerance is a failure, and the command
+    line exits 1 after writing its JSON."""
+    cfg = op.OpConfig(
+        "cpu", dtype="bfloat16", tasks=(3,), log2_sizes=(10,), rounds=1, min_sample_s=0.0,
+        compile=False,
+    )  # fmt: skip
+    cfg.copy_log2 = 12
+    res = op.run_op(cfg)
+    assert res["failures"] == []
+    assert [r["kernel"] for r in res["kernel_rows"]] == ["gram", "weighted_sum", "both"]
+    for r in res["kernel_rows"]:
+        assert r["max_rel_diff_vs_float64"] < op.TOLERANCE["bfloat16"] and r["median_s"] > 0
+        assert r["bytes"] == {"gram": 3, "weighted_sum": 4, "both": 7}[r["kernel"]] * 1024 * 2
+    assert "Triton passes alone" in op.format_op(res)
+    monkeypatch.setitem(op.TOLERANCE, "float32", 0.0)  # nothing passes a zero tolerance
+    out = tmp_path / "op.json"
+    argv = ["op", "--tiny", "--no-compile", "--no-kernels", "--tasks", "2", "--json", str(out)]
+    assert cli.main(argv) == 1
+    failures = json.loads(out.read_text())["op"]["failures"]
+    assert any("naive" in f and "vs float64" in f for f in failures)
+
+
 def test_op_config_presets() -> None:
     args = SimpleNamespace(
-        tiny=False, quick=True, tasks=None, log2_sizes=[12], rounds=None, no_compile=True
-    )
+        tiny=False, quick=True, tasks=None, log2_sizes=[12], rounds=None, no_compile=True,
+        dtype="bfloat16", no_kernels=True,
+    )  # fmt: skip
     cfg = op.op_config(args, "cpu")
     assert cfg.tasks == (2, 8) and cfg.log2_sizes == (12,) and not cfg.compile
+    assert cfg.dtype == "bfloat16" and not cfg.kernels
 
 
 # ---------------------------------------------------------------- throughput + memory
@@ -295,7 +326,7 @@ def test_cli_all_tiny_writes_json_html_markdown(tmp_path, capsys) -> None:
     pytest.importorskip("plotly")
     out = {ext: tmp_path / f"r.{ext}" for ext in ("json", "html", "md")}
     files = ["--json", str(out["json"]), "--html", str(out["html"]), "--markdown", str(out["md"])]
-    assert cli.main(["all", "--tiny", "--no-compile", *files]) == 0
+    assert cli.main(["all", "--tiny", "--no-compile", "--no-kernels", *files]) == 0
     data = json.loads(out["json"].read_text())
     assert data["environment"]["device"] == "cpu"
     assert data["op"]["rows"] and data["throughput"]["rows"]
@@ -305,7 +336,7 @@ def test_cli_all_tiny_writes_json_html_markdown(tmp_path, capsys) -> None:
     printed = capsys.readouterr().out
     assert "vs naive" in printed and "multibalance" in printed
     md = out["md"].read_text()
-    assert md.count("| 2 | 2^10 |") == 3 and "One large copy measured once" in md
+    assert md.count("| 2 | 2^10 |") == 4 and "one large copy measured once" in md
     assert "| 3 | detach |" in md
 
 

@@ -187,3 +187,47 @@ def test_gradients_beyond_int32_offsets_are_refused_with_a_clear_error() -> None
     triton_ops._check_size(triton_ops.MAX_ELEMENTS)  # the largest allowed
     with pytest.raises(ValueError, match="int32 offsets.*backend='torch'"):
         triton_ops._check_size(triton_ops.MAX_ELEMENTS + 1)
+
+
+def _int32(x: int) -> int:
+    """``x`` wrapped to int32, as the kernels' integer arithmetic does."""
+    return (x + 2**31) % 2**32 - 2**31
+
+
+@pytest.mark.parametrize("t", [4, 8, 16, 33])
+@pytest.mark.parametrize("n_below", [0, 1, 255, 4096, 68_000])
+def test_pass1_offsets_stay_within_int32_up_to_the_largest_size(t: int, n_below: int) -> None:
+    """Pass 1's column offsets for N up to MAX_ELEMENTS = 2^31 - 1, on an H200's 132 SMs,
+    computed as the kernels do (int32): ``n_blocks = (n - 1) // BLOCK + 1``, ``first =
+    pid * blocks_per_program``, blocks ``b`` in ``[first, last)`` with ``last =
+    min(first + blocks_per_program, n_blocks)``, offsets ``b * BLOCK + [0, BLOCK)``; the
+    outer-product kernel also forms ``end`` and compares ``cols < end - BLOCK`` for its
+    second block. Every value must equal its exact (unwrapped) value. Negative controls:
+    ``tl.cdiv(n, BLOCK)`` (n + BLOCK - 1) and looping over blocks that do not exist (up to
+    ``first + blocks_per_program``) wrap near 2^31."""
+    from mbkernels.ops import triton_ops
+
+    n = triton_ops.MAX_ELEMENTS - n_below
+    t_pad, block, _ = triton_ops.gram_launch(t)
+    n_blocks = -(-n // block)
+    outer = t <= triton_ops.OUTER_MAX_TASKS
+    per_sm = triton_ops.OUTER_PROGRAMS_PER_SM[t_pad] if outer else 4  # as gram_programs
+    programs, per = triton_ops.gram_grid(n_blocks, per_sm * 132)
+    assert (programs - 1) * per < n_blocks <= programs * per
+    # n_blocks as the kernels form it; tl.cdiv's n + BLOCK - 1 wraps here: the control.
+    assert _int32(_int32(n - 1) // block + 1) == n_blocks
+    if n_below < block - 1:
+        assert _int32(n + block - 1) < 0
+    unbounded_wraps = False
+    for pid in range(programs):
+        first = _int32(pid * per)
+        last = min(_int32(first + per), n_blocks)
+        assert first == pid * per and first < last
+        exact_end = last * block if last < n_blocks else n
+        end = _int32(last * block) if last < n_blocks else n
+        assert end == exact_end <= n and _int32(end - block) == end - block
+        for b in (first, last - 1):  # offsets grow with b: the extremes suffice
+            assert _int32(b * block + block - 1) == b * block + block - 1
+        unbounded_wraps |= _int32((first + per - 1) * block + block - 1) < 0
+    if n_below <= 255:  # the check finds the old loop's wrap here, at every launch size
+        assert unbounded_wraps

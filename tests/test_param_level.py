@@ -192,3 +192,24 @@ def test_invalid_inputs_and_states_change_nothing() -> None:
         bal.load_state_dict(MGDAParams(model.bottom.parameters(), T).state_dict())
     after = bal.state_dict()
     assert torch.equal(after["ema"], before["ema"]) and torch.equal(after["step"], before["step"])
+
+
+def test_metabalance_params_keeps_its_state_on_the_parameters_device() -> None:
+    """On the ``meta`` device (shapes and devices only, any machine): a state made on the
+    CPU while the parameters and their gradients live elsewhere (a GPU) cannot be added to
+    their norms. The EMA is created, updated and loaded on the parameters' device."""
+    torch.manual_seed(0)
+    bottom = torch.nn.Linear(6, 4, device="meta")
+    towers = [torch.nn.Linear(4, 1, device="meta") for _ in range(T)]
+    bal = MetaBalanceParams(bottom.parameters(), T, target=1)
+    assert bal.ema.device.type == "meta"
+    for _ in range(2):
+        z = bottom(torch.empty(8, 6, device="meta"))
+        bal.backward([tower(z).pow(2).mean() for tower in towers])
+    assert bal.ema.device.type == "meta" and bal.ema.shape == (2, T)
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in bottom.parameters())
+    stats = bal.stats
+    assert stats is not None and stats.weights.device.type == "meta"
+    cpu = MetaBalanceParams(torch.nn.Linear(6, 4).parameters(), T, target=1)
+    bal.load_state_dict(cpu.state_dict())  # a state saved on another device
+    assert bal.ema.device.type == "meta"

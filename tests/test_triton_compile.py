@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from mbkernels.ops.triton_ops import OUTER_MAX_TASKS, OUTER_PROGRAMS_PER_SM
+
 from .conftest import requires_triton
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +65,11 @@ def test_kernels_compile_for_a100_and_h100_in_registers_with_vector_loads(tmp_pa
         else:  # T_PAD = 64: a few stores at most (the old sizes: about 1,500)
             assert r["spill_stores"] <= 8, r
         widths = {int(bits): n for bits, n in r["global_load_bits"].items()}
-        if r["variant"] == "vector":  # the gradients arrive in 8- or 16-byte vectors
+        if r["kernel"] == "gram" and r["tasks"] <= OUTER_MAX_TASKS:
+            # the outer-product kernel reads one element per thread and task, by design
+            assert widths.get(32 if r["dtype"] == "float32" else 16), r
+            assert r["instructions_per_column"] <= 4, r
+        elif r["variant"] == "vector":  # the gradients arrive in 8- or 16-byte vectors
             assert 16 not in widths, r
             if r["kernel"] == "gram" or r["tasks"] <= 16:  # pass 2: 1024-element blocks
                 assert 128 in widths, r
@@ -94,7 +100,7 @@ def test_spill_count_finds_spills() -> None:
 def test_launch_sizes_stay_in_the_register_budget() -> None:
     from mbkernels.ops.triton_ops import gram_launch, weighted_sum_launch
 
-    for vector_loads, budget in ((True, 16384), (False, 4096)):
+    for vector_loads, budget in ((True, 16384), (False, 2048)):
         previous = 1024
         for t in range(1, 300):
             block, warps = weighted_sum_launch(t, vector_loads)
@@ -104,6 +110,86 @@ def test_launch_sizes_stay_in_the_register_budget() -> None:
             previous = block
     for t in range(1, 300):
         t_pad, block, warps = gram_launch(t)
-        assert t_pad >= max(16, t) and t_pad & (t_pad - 1) == 0
+        assert t_pad >= (t if t <= OUTER_MAX_TASKS else max(16, t)) and t_pad & (t_pad - 1) == 0
         assert block & (block - 1) == 0 and warps in (4, 8)
+        if t <= OUTER_MAX_TASKS:  # one column per thread
+            assert block == 32 * warps
+    assert gram_launch(8) == (8, 128, 4) and gram_launch(9) == (16, 256, 4)
     assert gram_launch(16) == (16, 256, 4) and gram_launch(128) == (128, 32, 8)
+
+
+#: Where a second Triton (the GPU image's 3.6.0) is installed: its site-packages directory
+#: is put ahead of ours on PYTHONPATH (a venv made with ``python3 -m venv /work/venv-triton36
+#: && /work/venv-triton36/bin/pip install triton==3.6.0``, same Python version).
+OTHER_TRITON = os.environ.get(
+    "MBK_OTHER_TRITON",
+    str(Path("/work/venv-triton36/lib") / f"python{sys.version_info[0]}.{sys.version_info[1]}"
+        / "site-packages"),
+)  # fmt: skip
+
+
+def _tritons() -> list[str]:
+    found = (Path(OTHER_TRITON) / "triton" / "backends" / "nvidia" / "bin").is_dir()
+    return ["ours", OTHER_TRITON] if found else ["ours"]
+
+
+@needs_backend
+@pytest.mark.parametrize("triton_site", _tritons())
+def test_gram_pass_issues_few_instructions_per_column(tmp_path, triton_site: str) -> None:
+    """Pass 1 at 4 and 8 tasks is bound by memory, not by instruction issue: its hot loop
+    issues at most 2 (T = 4) or 4 (T = 8) warp-instructions per gradient column (the
+    padded tl.dot issued ~11.7), spills nothing, on sm_80 and sm_90 in every dtype, with
+    our Triton and with the GPU image's (3.6.0) where it is installed."""
+    out = tmp_path / "gram.json"
+    env = _compiler_env()
+    if triton_site != "ours":
+        env["PYTHONPATH"] = os.pathsep.join([triton_site, env["PYTHONPATH"]])
+    # The kernel takes no alignment flag; "aligned-odd" also covers a length not divisible
+    # by 16 (the compiler sees n's divisibility).
+    argv = ["--kernels", "gram", "--tasks", "2", "4", "8", "--variants", "aligned-odd"]
+    proc = subprocess.run(
+        [sys.executable, str(TOOL), *argv, "--json", str(out)],
+        capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    if triton_site != "ours":
+        assert result["triton"].startswith("3.6"), result["triton"]
+    rows = result["rows"]
+    assert len(rows) == 2 * 3 * 3  # archs x dtypes x tasks
+    for r in rows:
+        assert r["spill_stores"] == 0, r
+        assert r["instructions_per_column"] <= (2 if r["tasks"] <= 4 else 4), r
+        # T^2 products per column, two blocks a pass (ptxas may unroll the loop further)
+        assert r["loop_ffma"] % (2 * r["tasks"] ** 2) == 0, r
+        # The launch's programs per SM are all resident at once: 64K registers, 64 warps.
+        per_thread = -(-r["registers"] // 8) * 8
+        resident = min(64 // r["num_warps"], 65536 // (per_thread * 32 * r["num_warps"]))
+        assert OUTER_PROGRAMS_PER_SM[r["tasks"]] <= resident, r
+
+
+def test_loop_cost_reads_the_hot_loop_of_sass_text() -> None:
+    """The per-column count of a hand-written loop of 6 instructions: the loads that read
+    (one LDG.128, one LDGSTS.128; the `!PT` one reads nothing) bring 8 float32 elements
+    per thread, 4 columns of 2 tasks, so one pass covers 32 * 4 columns per warp."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import triton_resources as tr
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+    sass = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   LDG.E.64 R2, desc[UR4][R4.64] ;
+        /*0020*/                   LDG.E.128 R8, desc[UR4][R2.64] ;
+        /*0030*/                   LDGSTS.E.BYPASS.128 [R3], desc[UR4][R6.64], P0 ;
+        /*0040*/                   LDGSTS.E.BYPASS.128 [R3+0x10], desc[UR4][R6.64], !PT ;
+        /*0050*/                   FFMA R12, R8, R8, R12 ;
+        /*0060*/                   LDGDEPBAR ;
+        /*0070*/               @P0 BRA 0x20 ;
+        /*0080*/                   EXIT ;
+    """
+    assert len(tr.hot_loop(sass)) == 6
+    assert tr.load_widths(sass) == {64: 1, 128: 3}  # LDGDEPBAR is not a load
+    cost = tr.loop_cost(sass, 2, 32)
+    assert cost["loop_instructions"] == 6 and cost["loop_ffma"] == 1
+    assert cost["instructions_per_column"] == pytest.approx(6 / 128, abs=1e-3)

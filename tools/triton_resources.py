@@ -61,7 +61,8 @@ def _compile(kernel: str, t: int, dtype: str, arch: int, variant: str = "vector"
     # pointer arguments: fresh allocations (16-byte aligned); n: int32 (n < 2^31)
     if kernel == "gram":
         t_pad, block, num_warps = triton_ops.gram_launch(t)
-        fn = triton_ops._gram_kernel
+        outer = t <= triton_ops.OUTER_MAX_TASKS
+        fn = triton_ops._gram_outer_kernel if outer else triton_ops._gram_kernel
         signature = {"table_ptr": "*i64", "partial_ptr": "*fp32", "n_elements": "i32",
                      "blocks_per_program": "i32"}  # fmt: skip
         constexprs = {"T": t, "T_PAD": t_pad, "BLOCK": block, "DTYPE": tl_dtype}
@@ -76,7 +77,8 @@ def _compile(kernel: str, t: int, dtype: str, arch: int, variant: str = "vector"
     attrs = {(i,): _DIVISIBLE for i in pointers}
     if n_divisible:
         attrs[(n_index,)] = _DIVISIBLE
-    constexprs["ALIGNED"] = aligned
+    if fn is not triton_ops._gram_outer_kernel:  # it reads element by element anyway
+        constexprs["ALIGNED"] = aligned
     signature.update(dict.fromkeys(constexprs, "constexpr"))
     src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
@@ -85,7 +87,7 @@ def _compile(kernel: str, t: int, dtype: str, arch: int, variant: str = "vector"
 def load_widths(sass: str) -> dict[int, int]:
     """``{bits: count}`` of the global loads (``LDG``, ``LDGSTS``) in SASS text."""
     widths: dict[int, int] = {}
-    for suffix in re.findall(r"\bLDG(?:STS)?((?:\.[A-Z0-9_]+)*)", sass):
+    for suffix in re.findall(r"\bLDG(?:STS)?(?![A-Z])((?:\.[A-Z0-9_]+)*)", sass):
         parts = set(suffix.split("."))
         if "128" in parts or "64" in parts:
             bits = 128 if "128" in parts else 64
@@ -93,6 +95,46 @@ def load_widths(sass: str) -> dict[int, int]:
             bits = 16 if parts & {"U16", "S16"} else 8 if parts & {"U8", "S8"} else 32
         widths[bits] = widths.get(bits, 0) + 1
     return dict(sorted(widths.items()))
+
+
+_SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);")
+_BRANCH = re.compile(r"\bBRA\b[^0-9]*0x([0-9a-f]+)")
+
+
+def hot_loop(sass: str) -> list[str]:
+    """The instructions of the loop that reads the gradients: the longest backward
+    branch's body that holds global loads (``[]`` if there is none)."""
+    code = [(int(a, 16), text.strip()) for a, text in _SASS_LINE.findall(sass)]
+    best: list[str] = []
+    for addr, text in code:
+        m = _BRANCH.search(text)
+        if m and int(m.group(1), 16) < addr:
+            body = [t for a, t in code if int(m.group(1), 16) <= a <= addr]
+            if any(re.search(r"\bLDG", t) for t in body) and len(body) > len(best):
+                best = body
+    return best
+
+
+def loop_cost(sass: str, t: int, elem_bits: int) -> dict[str, Any]:
+    """Warp-instructions the hot loop issues per gradient column (one element of each of
+    the ``t`` tasks), the number that bounds an issue-limited pass.
+
+    The columns one pass of the loop covers are counted from its own loads (a compiler
+    may unroll it): every thread loads ``bits / elem_bits`` elements per load, ``t`` of
+    which make one column; loads of padding rows predicated off (``!PT``) read nothing.
+    """
+    body = hot_loop(sass)
+    loaded = 0
+    for text in body:
+        m = re.search(r"\bLDG(?:STS)?(?![A-Z])((?:\.[A-Z0-9_]+)*)", text)
+        if m and "!PT" not in text.split(",")[-1]:
+            loaded += next(iter(load_widths(m.group(0)))) // elem_bits
+    columns = 32 * loaded / t  # per warp and pass of the loop
+    return {
+        "loop_instructions": len(body),
+        "loop_ffma": sum(1 for x in body if re.search(r"\bFFMA\b", x)),
+        "instructions_per_column": round(len(body) / columns, 3) if columns else None,
+    }
 
 
 def resources(
@@ -121,7 +163,12 @@ def resources(
         "num_warps": compiled.metadata.num_warps,
         "spill_stores": len(re.findall(r"\bSTL(?:\.\w+)*\b", sass)),
         "global_load_bits": load_widths(sass),
+        **loop_cost(sass, t, 32 if dtype == "float32" else 16),
     }
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,13 +204,13 @@ def main(argv: list[str] | None = None) -> int:
         for t in args.tasks
     ]
     head = f"{'kernel':<13}{'arch':<7}{'dtype':<10}{'T':>4}{'warps':>6}{'regs':>6}{'shared':>8}"
-    print(f"{head}{'variant':>12}{'spills':>7}  global loads (bits x count)")
+    print(f"{head}{'variant':>12}{'spills':>7}{'ins/col':>8}  global loads (bits x count)")
     for r in rows:
         loads = " ".join(f"{b}x{n}" for b, n in r["global_load_bits"].items())
         print(
             f"{r['kernel']:<13}{r['arch']:<7}{r['dtype']:<10}{r['tasks']:>4}{r['num_warps']:>6}"
             f"{r['registers']:>6}{r['shared_bytes']:>8}{r['variant']:>12}"
-            f"{r['spill_stores']:>7}  {loads}"
+            f"{r['spill_stores']:>7}{_fmt(r['instructions_per_column']):>8}  {loads}"
         )
     if args.json:  # one row per line: hundreds of rows stay readable in a diff
         lines = ",\n".join(json.dumps(r) for r in rows)

@@ -15,15 +15,29 @@ does, without the model around it):
   broadcast weighted sum — what one writes without thinking about memory.
 * ``compiled``: ``torch.compile`` of ``naive`` (the compiler may fuse what it can).
 
+* ``fused_nocheck``: ``fused`` with ``range_check=False``: no float64 range
+  check, so no host synchronisation between the passes.
+
 The minimum traffic of any two-pass step is ``(2T + 1) * N`` elements (read the T
 gradients twice, write one output); achieved bandwidth is that divided by the
-time, next to the device's measured copy bandwidth (read + write of one large
-tensor) as the ceiling. All candidates of one (T, N) are timed in interleaved
-rounds, and their outputs are checked against each other before timing. A plain
-copy of one N-element gradient runs in the same rounds: ``fraction_of_copy`` is
-the achieved bandwidth over that copy's (read + write) bandwidth, so a slow
-phase of a shared machine slows the ceiling too; ``copy_bandwidth`` at the top
-is one large copy measured once, for reference.
+time. The ceiling is one large copy (read + write; 1 GiB per side on CUDA, far
+beyond any L2 cache) measured once: ``fraction_of_copy`` is the achieved
+bandwidth over it. All candidates of one (T, N) are timed in interleaved rounds
+with a copy of one N-element gradient (``copy_Bps``, for reference only: at small
+N it runs from cache).
+
+Every method's output is compared with the same step computed in float64
+(``max_rel_diff_vs_float64``, the largest difference over the largest value);
+beyond :data:`TOLERANCE` for the dtype the run records a failure
+(``result["failures"]``, and the command line exits 1 after writing its files).
+
+Kernel rows (``result["kernel_rows"]``, CUDA, or CPU through the Triton
+interpreter): pass 1 (``gram``), pass 2 (``weighted_sum``) and both with fixed
+weights (``both``), no rule and no host synchronisation, timed by
+``triton.testing.do_bench`` (median; it clears the L2 cache with a 256 MB write
+before every call, which also gives the host time to queue the launches, so the
+time is the GPU's). They show what the kernels reach apart from the per-step host
+work that the ``fused`` rows include (launches, pointer tables, the range check).
 """
 
 from __future__ import annotations
@@ -41,7 +55,11 @@ from ..rules import MultiBalanceRule
 from .timing import interleaved
 
 BETA, RELAX, EPS = 0.9, 0.7, 1e-8
-COPY = "_copy"  # the same-round copy of one gradient (the ceiling), not a method
+COPY = "_copy"  # the same-round copy of one gradient (for reference), not a method
+#: Largest accepted ``max |out - ref| / max |ref|`` against the float64 step, per dtype:
+#: float32 accumulation with one rounding to the dtype at the end (bfloat16 has 8
+#: significant bits; the naive step also rounds every product to the dtype).
+TOLERANCE = {"float32": 1e-4, "float16": 4e-3, "bfloat16": 3e-2, "float64": 1e-10}
 
 
 def naive_step(grads: list[Tensor], ema: Tensor) -> tuple[Tensor, Tensor]:
@@ -52,12 +70,18 @@ def naive_step(grads: list[Tensor], ema: Tensor) -> tuple[Tensor, Tensor]:
     weighted sum (read T into a ``[T, N]`` product, reduce, write 1).
     """
     g = torch.stack(grads)
-    norms = torch.linalg.vector_norm(g, dim=1, dtype=torch.float32)
+    norms = torch.linalg.vector_norm(g, dim=1, dtype=torch.promote_types(g.dtype, torch.float32))
     new_ema = BETA * ema + (1.0 - BETA) * norms
     w = RELAX * new_ema[0] / (new_ema + EPS) + (1.0 - RELAX)
     w = torch.where(new_ema > 0, w, torch.ones_like(w))
     out = (w.to(g.dtype)[:, None] * g).sum(0)
     return out, new_ema
+
+
+def float64_step(grads: list[Tensor]) -> Tensor:
+    """The combined gradient of :func:`naive_step` from a zero EMA, computed in float64."""
+    ema = torch.zeros(len(grads), dtype=torch.float64, device=grads[0].device)
+    return naive_step([g.double() for g in grads], ema)[0]
 
 
 def min_bytes(num_tasks: int, n: int, itemsize: int) -> int:
@@ -88,6 +112,8 @@ class OpConfig:
     min_sample_s: float = 0.05
     compile: bool = True
     copy_log2: int = 26
+    kernels: bool = True
+    kernels_only: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -100,14 +126,16 @@ def _candidates(
 ) -> dict[str, Callable[[], Tensor]]:
     t = len(grads)
     cands: dict[str, Callable[[], Tensor]] = {}
-    variants = (
-        {"fused": ("auto", False), "fused_torch": ("torch", False)}
+    variants = (  # name: (backend, full_gram, range_check)
+        {"fused": ("auto", False, True), "fused_nocheck": ("auto", False, False),
+         "fused_torch": ("torch", False, True)}
         if device.type == "cuda"
-        else {"fused": ("auto", False), "fused_full": ("auto", True)}
-    )
-    for name, (backend, full_gram) in variants.items():
+        else {"fused": ("auto", False, True), "fused_nocheck": ("auto", False, False),
+              "fused_full": ("auto", True, True)}
+    )  # fmt: skip
+    for name, (backend, full_gram, check) in variants.items():
         rule = MultiBalanceRule(t, beta=BETA, relax=RELAX, eps=EPS, bias_correction=False)
-        bal = Balancer(rule, backend=backend, full_gram=full_gram).to(device)
+        bal = Balancer(rule, backend=backend, full_gram=full_gram, range_check=check).to(device)
 
         def fused(bal: Balancer = bal) -> Tensor:
             out = bal._combine(grads)  # the fork's backward, without the model around it
@@ -130,10 +158,145 @@ def _candidates(
     return cands
 
 
-def _max_rel_diff(outputs: dict[str, Tensor]) -> float:
-    ref = outputs["naive"].double()
-    scale = ref.abs().max().clamp_min(1e-30)
-    return max(float((o.double() - ref).abs().max() / scale) for o in outputs.values())
+def _rel_diff(out: Tensor, ref: Tensor) -> float:
+    """``max |out - ref| / max |ref|`` (ref in float64); inf if ``out`` is not finite."""
+    scale = ref.abs().max().clamp_min(1e-300)
+    return float((out.double() - ref).abs().max() / scale)
+
+
+def _kernel_candidates(grads: list[Tensor]) -> dict[str, tuple[Callable[[], Tensor], int]]:
+    """The Triton passes alone: ``{name: (call, minimum bytes moved)}``."""
+    from .. import ops
+
+    t, n, size = len(grads), grads[0].numel(), grads[0].element_size()
+    w = torch.linspace(0.5, 2.0, t, device=grads[0].device)
+
+    def both() -> Tensor:
+        ops.gram(grads, "triton")
+        return ops.weighted_sum(grads, w, "triton")
+
+    return {
+        "gram": (lambda: ops.gram(grads, "triton"), t * n * size),
+        "weighted_sum": (lambda: ops.weighted_sum(grads, w, "triton"), (t + 1) * n * size),
+        "both": (both, (2 * t + 1) * n * size),
+    }
+
+
+def _kernel_reference(name: str, grads: list[Tensor]) -> Tensor:
+    g64 = torch.stack([g.double() for g in grads])
+    w = torch.linspace(0.5, 2.0, len(grads), device=g64.device, dtype=torch.float64)
+    return g64 @ g64.T if name == "gram" else w @ g64
+
+
+def _time_kernel(
+    fn: Callable[[], object], device: torch.device, rounds: int
+) -> tuple[float, float]:
+    """(median, fastest) seconds per call: do_bench on CUDA (L2 cleared before each call),
+    interleaved perf_counter samples elsewhere (the interpreter: the code path, not a
+    measurement)."""
+    if device.type == "cuda":
+        from triton.testing import do_bench
+
+        med, low = do_bench(fn, quantiles=[0.5, 0.0], return_mode="median")
+        return med / 1e3, low / 1e3
+    tm = interleaved({"k": fn}, rounds=rounds, warmup=1)["k"]
+    return tm.median, tm.best
+
+
+def kernels_runnable(device: torch.device) -> bool:
+    """Whether the Triton kernels run on ``device`` (CUDA, or CPU through the interpreter)."""
+    from ..ops import triton_available, triton_interpreting
+
+    cpu_ok = device.type == "cpu" and triton_interpreting()
+    return triton_available() and (device.type == "cuda" or cpu_ok)
+
+
+def _method_rows(
+    cfg: OpConfig,
+    grads: list[Tensor],
+    compiled_step: Callable[..., Any] | None,
+    base: dict[str, Any],
+    ceiling: float,
+    rows: list[dict[str, Any]],
+    failures: list[str],
+) -> dict[str, Any]:
+    """Check every method against float64, time them in interleaved rounds, append rows."""
+    device, t, log2n, n = grads[0].device, len(grads), base["log2_n"], base["n"]
+    tol = TOLERANCE[cfg.dtype]
+    sync = _sync_for(device)
+    cands = _candidates(grads, device, compiled_step)
+    ref = float64_step(grads)
+    diffs = {name: _rel_diff(fn(), ref) for name, fn in cands.items()}
+    del ref
+    for name, d in diffs.items():
+        if not d <= tol:  # NaN fails too
+            failures.append(f"T={t} N=2^{log2n} {name}: {d:.3g} > {tol:g} vs float64")
+    dst, src = torch.empty_like(grads[0]), grads[0]
+
+    def copy_one(dst: Tensor = dst, src: Tensor = src) -> Tensor:
+        return dst.copy_(src)
+
+    timings = interleaved(
+        {**cands, COPY: copy_one},
+        rounds=cfg.rounds,
+        warmup=1,
+        min_sample_s=cfg.min_sample_s,
+        sync=sync,
+    )
+    copy_case = timings.pop(COPY)
+    copy_bps = 2 * n * grads[0].element_size() / copy_case.median
+    del dst, src
+    need = min_bytes(t, n, grads[0].element_size())
+    base = {**base, "min_bytes": need}
+    compiled = timings["compiled"].median if "compiled" in timings else None
+    for name, tm in timings.items():
+        rows.append(
+            {
+                **base,
+                "method": name,
+                **tm.as_dict(),
+                "achieved_Bps": need / tm.median,
+                "copy_Bps": copy_bps,
+                "fraction_of_copy": need / tm.median / ceiling,
+                "speedup_vs_naive": timings["naive"].median / tm.median,
+                "speedup_vs_compiled": compiled / tm.median if compiled else None,
+                "max_rel_diff_vs_float64": diffs[name],
+            }
+        )
+    return timings
+
+
+def _kernel_rows(
+    cfg: OpConfig,
+    grads: list[Tensor],
+    base: dict[str, Any],
+    ceiling: float,
+    kernel_rows: list[dict[str, Any]],
+    failures: list[str],
+) -> None:
+    """Check the Triton passes alone against float64, time them, append rows."""
+    device, t, log2n = grads[0].device, len(grads), base["log2_n"]
+    tol = TOLERANCE[cfg.dtype]
+    for name, (fn, moved) in _kernel_candidates(grads).items():
+        d = _rel_diff(fn(), _kernel_reference(name, grads))
+        if not d <= tol:
+            failures.append(f"T={t} N=2^{log2n} kernel {name}: {d:.3g} > {tol:g}")
+        med, low = _time_kernel(fn, device, cfg.rounds)
+        kernel_rows.append(
+            {**base, "kernel": name, "bytes": moved, "median_s": med, "best_s": low,
+             "achieved_Bps": moved / med, "fraction_of_copy": moved / med / ceiling,
+             "timer": "do_bench" if device.type == "cuda" else "perf_counter",
+             "max_rel_diff_vs_float64": d}
+        )  # fmt: skip
+
+
+def _progress_line(t: int, log2n: int, timings: dict[str, Any]) -> str:
+    fused = timings["fused"].median
+    line = f"T={t} N=2^{log2n}: fused {fused * 1e3:.3f} ms, "
+    line += f"{timings['naive'].median / fused:.2f}x naive"
+    if "compiled" in timings:
+        line += f", {timings['compiled'].median / fused:.2f}x compiled"
+    return line
 
 
 def run_op(cfg: OpConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -143,7 +306,11 @@ def run_op(cfg: OpConfig, progress: Callable[[str], None] | None = None) -> dict
     sync = _sync_for(device)
     compiled_step = torch.compile(naive_step, dynamic=True) if cfg.compile else None
     copy = copy_bandwidth(device, 1 << cfg.copy_log2, rounds=cfg.rounds, sync=sync)
+    ceiling = copy["median_Bps"]
+    tol = TOLERANCE[cfg.dtype]
     rows: list[dict[str, Any]] = []
+    kernel_rows: list[dict[str, Any]] = []
+    failures: list[str] = []
     gen = torch.Generator(device=device).manual_seed(0)
     for t in cfg.tasks:
         for log2n in cfg.log2_sizes:
@@ -153,54 +320,22 @@ def run_op(cfg: OpConfig, progress: Callable[[str], None] | None = None) -> dict
                 torch.randn(n, generator=gen, device=device, dtype=dtype) * 10.0 ** (i % 4)
                 for i in range(t)
             ]
-            cands = _candidates(grads, device, compiled_step)
-            outputs = {name: fn() for name, fn in cands.items()}
-            rel = _max_rel_diff(outputs)
-            del outputs
-            dst, src = torch.empty_like(grads[0]), grads[0]
-
-            def copy_one(dst: Tensor = dst, src: Tensor = src) -> Tensor:
-                return dst.copy_(src)
-
-            timings = interleaved(
-                {**cands, COPY: copy_one},
-                rounds=cfg.rounds,
-                warmup=1,
-                min_sample_s=cfg.min_sample_s,
-                sync=sync,
-            )
-            copy_case = timings.pop(COPY)
-            copy_bps = 2 * n * grads[0].element_size() / copy_case.median
-            del dst, src
-            need = min_bytes(t, n, grads[0].element_size())
-            base = {"num_tasks": t, "log2_n": log2n, "n": n, "min_bytes": need}
-            compiled = timings["compiled"].median if "compiled" in timings else None
-            for name, tm in timings.items():
-                rows.append(
-                    {
-                        **base,
-                        "method": name,
-                        **tm.as_dict(),
-                        "achieved_Bps": need / tm.median,
-                        "copy_Bps": copy_bps,
-                        "fraction_of_copy": need / tm.median / copy_bps,
-                        "speedup_vs_naive": timings["naive"].median / tm.median,
-                        "speedup_vs_compiled": compiled / tm.median if compiled else None,
-                        "max_rel_diff_vs_naive": rel,
-                    }
-                )
-            if progress is not None:
-                fused = timings["fused"].median
-                progress(
-                    f"T={t} N=2^{log2n}: fused {fused * 1e3:.3f} ms, "
-                    f"{timings['naive'].median / fused:.2f}x naive"
-                    + (
-                        f", {timings['compiled'].median / fused:.2f}x compiled"
-                        if "compiled" in timings
-                        else ""
-                    )
-                )
-            del grads, cands
+            base = {"num_tasks": t, "log2_n": log2n, "n": n}
+            if not cfg.kernels_only:
+                timings = _method_rows(cfg, grads, compiled_step, base, ceiling, rows, failures)
+                if progress is not None:
+                    progress(_progress_line(t, log2n, timings))
+            if cfg.kernels and kernels_runnable(device):
+                before = len(kernel_rows)
+                _kernel_rows(cfg, grads, base, ceiling, kernel_rows, failures)
+                for r in kernel_rows[before:]:
+                    if progress is not None:
+                        progress(
+                            f"T={t} N=2^{log2n} kernel {r['kernel']}: "
+                            f"{r['median_s'] * 1e3:.3f} ms, {r['fraction_of_copy']:.0%} of copy, "
+                            f"diff {r['max_rel_diff_vs_float64']:.1e}"
+                        )
+            del grads
     return {
         "benchmark": "op",
         "config": {
@@ -210,10 +345,15 @@ def run_op(cfg: OpConfig, progress: Callable[[str], None] | None = None) -> dict
             "log2_sizes": list(cfg.log2_sizes),
             "rounds": cfg.rounds,
             "compile": cfg.compile,
+            "kernels": cfg.kernels,
+            "kernels_only": cfg.kernels_only,
+            "tolerance": tol,
             **cfg.extra,
         },
         "copy_bandwidth": copy,
         "rows": rows,
+        "kernel_rows": kernel_rows,
+        "failures": failures,
     }
 
 
@@ -222,8 +362,10 @@ def format_op(result: dict[str, Any]) -> str:
     copy_gbs = result["copy_bandwidth"]["median_Bps"] / 1e9
     lines = [
         f"op benchmark on {result['config']['device']} ({result['config']['dtype']}); "
-        f"copy bandwidth {copy_gbs:.1f} GB/s (read+write, median)",
-        "of copy = achieved bandwidth / bandwidth of a copy of one gradient in the same rounds",
+        f"copy bandwidth {copy_gbs:.1f} GB/s (read+write, median, "
+        f"{result['copy_bandwidth']['bytes'] / 2**30:.2f} GiB moved)",
+        "of copy = achieved bandwidth / that copy's; copy GB/s = a copy of one gradient in "
+        "the same rounds (cached at small N)",
         f"{'T':>2} {'N':>6} {'method':>12} {'median ms':>10} {'best ms':>9} {'GB/s':>7} "
         f"{'copy GB/s':>9} {'of copy':>8} {'vs naive':>9} {'vs compiled':>12}",
     ]
@@ -237,6 +379,20 @@ def format_op(result: dict[str, Any]) -> str:
             f"{r['speedup_vs_naive']:>8.2f}x "
             + (f"{vc:>11.2f}x" if vc is not None and math.isfinite(vc) else f"{'-':>12}")
         )
+    kernel_rows = result.get("kernel_rows", [])
+    if kernel_rows:
+        lines += [
+            f"Triton passes alone ({kernel_rows[0]['timer']}, median; of copy as above):",
+            f"{'T':>2} {'N':>6} {'kernel':>12} {'median ms':>10} {'GB/s':>7} {'of copy':>8}",
+        ]
+        for r in kernel_rows:
+            lines.append(
+                f"{r['num_tasks']:>2} {'2^' + str(r['log2_n']):>6} {r['kernel']:>12} "
+                f"{r['median_s'] * 1e3:>10.3f} {r['achieved_Bps'] / 1e9:>7.2f} "
+                f"{r['fraction_of_copy']:>8.0%}"
+            )
+    for failure in result.get("failures", []):
+        lines.append(f"FAILED: {failure}")
     return "\n".join(lines)
 
 
@@ -259,4 +415,7 @@ def op_config(args: Any, device: str) -> OpConfig:
     if args.rounds:
         cfg.rounds = args.rounds
     cfg.compile = not args.no_compile
+    cfg.dtype = getattr(args, "dtype", None) or cfg.dtype
+    cfg.kernels = not getattr(args, "no_kernels", False)
+    cfg.kernels_only = getattr(args, "kernels_only", False)
     return cfg

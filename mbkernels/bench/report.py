@@ -84,8 +84,8 @@ def markdown(results: dict[str, Any]) -> str:
             "",
             f"Fused op on {c['device']} ({c['dtype']}), {c['rounds']} interleaved rounds, median; "
             f"bandwidth = minimum traffic (2T+1)·N·itemsize ÷ time; copy = bandwidth (read + "
-            "write) of a copy of one N-element gradient timed in the same rounds; of copy = "
-            "bandwidth ÷ copy. One large copy measured once: "
+            "write) of a copy of one N-element gradient timed in the same rounds (from cache "
+            "at small N); of copy = bandwidth ÷ one large copy measured once: "
             f"{cb['median_Bps'] / 1e9:.1f} GB/s (fastest round {cb['best_Bps'] / 1e9:.1f} GB/s).",
             "",
             "| T | N | method | median ms | GB/s | copy GB/s | of copy | vs naive | vs compiled |",

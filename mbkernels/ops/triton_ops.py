@@ -5,11 +5,18 @@ than stacking them (a full ``[T, N]`` copy), both kernels receive a small
 device table of their base addresses and build the ``[T, BLOCK]`` tile
 pointers themselves.
 
-Pass 1, ``_gram_kernel``: each program owns a contiguous run of blocks. Per
-block it loads a ``[T_PAD, BLOCK]`` tile (rows past T are masked to zero),
-upcasts to float32 and accumulates ``tile @ tile.T`` into a ``[T_PAD, T_PAD]``
-register accumulator. It writes one partial Gram matrix; the partials are
-summed in a fixed order afterwards (deterministic, no atomics).
+Pass 1 has two kernels. Up to 8 tasks, ``_gram_outer_kernel``: every thread
+owns one column of a ``[T_PAD, BLOCK]`` tile (all T values of its column, upcast
+to float32) and adds their ``T_PAD x T_PAD`` outer product to per-thread
+accumulators, one FFMA per product; the columns are summed once, at the end.
+Beyond 8 tasks, ``_gram_kernel``: the tile is padded to at least 16 rows and
+``tile @ tile.T`` goes through ``tl.dot`` (with ``input_precision="ieee"``
+that is FFMA too, 16 x 16 products per column however few tasks there are;
+the outer product's per-thread accumulators would not fit in registers).
+Each program owns a contiguous run of blocks, stops at the last block that
+exists (so its int32 column offsets stay below 2^31), and writes one partial
+Gram matrix; the partials are summed in a fixed order afterwards
+(deterministic, no atomics).
 
 Pass 2, ``_weighted_sum_kernel``: each program loads one block of every
 gradient, accumulates ``sum_t w_t * g_t`` in float32 and stores one block of
@@ -22,14 +29,15 @@ That is the minimum for any method whose weights depend on the whole Gram
 matrix and whose gradients do not fit on chip; a stack-based composition
 moves about three times as much.
 
-Gradients on 16-byte boundaries (the wrapper checks; fresh allocations are)
-are read with 16-byte vector loads (``ALIGNED``: the addresses come from the
-table, so the compiler must be told). Launch sizes (:func:`gram_launch`,
+Pass 2, and pass 1 beyond 8 tasks, read gradients on 16-byte boundaries (the
+wrapper checks; fresh allocations are) with 16-byte vector loads (``ALIGNED``:
+the addresses come from the table, so the compiler must be told). Launch sizes (:func:`gram_launch`,
 :func:`weighted_sum_launch`) keep each program's working set in registers when
 compiled for A100 (sm_80) and H100/H200 (sm_90) in float32, float16 and
 bfloat16, up to 128 tasks. ``tools/triton_resources.py`` compiles the kernels
 for those GPUs on any machine (no GPU needed) and prints registers, spill
-stores and load widths; ``tests/test_triton_compile.py`` runs it;
+stores, load widths and the hot loop's warp-instructions per gradient column;
+``tests/test_triton_compile.py`` runs it;
 docs/benchmarks.md has the results.
 """
 
@@ -49,13 +57,57 @@ _TL_DTYPES = {torch.float32: tl.float32, torch.float16: tl.float16, torch.bfloat
 
 
 @triton.jit
+def _gram_outer_kernel(
+    table_ptr,  # int64[T]: base addresses of the T gradients
+    partial_ptr,  # float32[P, T_PAD, T_PAD]: one partial Gram matrix per program
+    n_elements,
+    blocks_per_program,
+    T: tl.constexpr,
+    T_PAD: tl.constexpr,  # next power of two >= T
+    BLOCK: tl.constexpr,  # one column per thread: 32 * num_warps
+    DTYPE: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    rows = tl.arange(0, T_PAD)
+    row_ok = rows < T
+    bases = tl.load(table_ptr + rows, mask=row_ok, other=0).to(tl.pointer_type(DTYPE))
+    # [T_PAD, T_PAD, BLOCK]: T_PAD^2 float32 accumulators per thread (64 at T = 8).
+    acc = tl.zeros((T_PAD, T_PAD, BLOCK), dtype=tl.float32)
+    first = pid * blocks_per_program
+    # cdiv(n, BLOCK) without forming n + BLOCK - 1, which wraps in int32 near 2^31 (n >= 1).
+    n_blocks = (n_elements - 1) // BLOCK + 1
+    last = tl.minimum(first + blocks_per_program, n_blocks)  # only blocks that exist
+    # This program's columns end at `end`: a block boundary below n (last * BLOCK < n when
+    # last < n_blocks; otherwise it may wrap, and is not used), or n for the last program.
+    end = tl.where(last < n_blocks, last * BLOCK, n_elements)
+    # Two blocks per iteration: both tiles' loads are in flight before either is used.
+    # Loads are one element per thread and row (no vector hint): each thread then holds
+    # all T values of its column, and the outer product needs no data from other threads.
+    # A warp's load of one row is 32 consecutive elements, one coalesced 64/128-byte read;
+    # every byte of the T gradients is read once.
+    for b in range(first, last, 2):
+        # b < cdiv(n, BLOCK) and BLOCK divides 2^31: the offsets stay <= 2^31 - 1.
+        cols = b * BLOCK + tl.arange(0, BLOCK)
+        ptrs = bases[:, None] + cols[None, :]
+        x0 = tl.load(ptrs, mask=row_ok[:, None] & (cols < end)[None, :], other=0.0)
+        # The second block (cols + BLOCK, compared without forming it) may lie past `end`.
+        x1 = tl.load(ptrs + BLOCK, mask=row_ok[:, None] & (cols < end - BLOCK)[None, :], other=0.0)
+        x0, x1 = x0.to(tl.float32), x1.to(tl.float32)
+        acc += x0[:, None, :] * x0[None, :, :]  # T_PAD^2 FFMA per column, no shuffles
+        acc += x1[:, None, :] * x1[None, :, :]
+    gram = tl.sum(acc, axis=2)  # once per program: the cross-thread reduction
+    out = partial_ptr + pid * T_PAD * T_PAD + rows[:, None] * T_PAD + rows[None, :]
+    tl.store(out, gram)
+
+
+@triton.jit
 def _gram_kernel(
     table_ptr,  # int64[T]: base addresses of the T gradients
     partial_ptr,  # float32[P, T_PAD, T_PAD]: one partial Gram matrix per program
     n_elements,
     blocks_per_program,
     T: tl.constexpr,
-    T_PAD: tl.constexpr,
+    T_PAD: tl.constexpr,  # next power of two >= max(T, 16): tl.dot's smallest tile
     BLOCK: tl.constexpr,
     DTYPE: tl.constexpr,
     ALIGNED: tl.constexpr,  # every gradient starts on a 16-byte boundary (checked by the caller)
@@ -71,8 +123,11 @@ def _gram_kernel(
         bases = tl.multiple_of(bases, 16)
     acc = tl.zeros((T_PAD, T_PAD), dtype=tl.float32)
     first = pid * blocks_per_program
-    for i in range(blocks_per_program):
-        cols = (first + i) * BLOCK + tl.arange(0, BLOCK)
+    # Only blocks that exist: BLOCK divides 2^31, so every offset stays <= 2^31 - 1 (int32).
+    # (cdiv(n, BLOCK) without forming n + BLOCK - 1, which wraps near 2^31; n >= 1.)
+    last = tl.minimum(first + blocks_per_program, (n_elements - 1) // BLOCK + 1)
+    for b in range(first, last):
+        cols = b * BLOCK + tl.arange(0, BLOCK)
         mask = row_ok[:, None] & (cols[None, :] < n_elements)
         # One [T_PAD, BLOCK] tile: T*BLOCK*s bytes read from memory, each byte once.
         tile = tl.load(bases[:, None] + cols[None, :], mask=mask, other=0.0).to(tl.float32)
@@ -112,7 +167,9 @@ def _contiguous(grads: Sequence[Tensor]) -> list[Tensor]:
     return [g if g.is_contiguous() else g.contiguous() for g in grads]
 
 
-# Offsets are computed in int32 inside the kernels.
+# Offsets are computed in int32 inside the kernels: every offset a kernel forms for a
+# block that exists is below n + BLOCK <= 2^31 (BLOCK is a power of two, so the last
+# block ends at most at 2^31); tests/test_ops_triton.py checks the arithmetic.
 MAX_ELEMENTS = 2**31 - 1
 
 
@@ -144,16 +201,30 @@ def _pointer_table(grads: Sequence[Tensor]) -> Tensor:
     return ptrs
 
 
-def _num_programs(n_blocks: int, device: torch.device) -> int:
+def _num_programs(n_blocks: int, device: torch.device, per_sm: int = 4) -> int:
     if device.type == "cuda":
         sms = torch.cuda.get_device_properties(device).multi_processor_count
-        return max(1, min(n_blocks, 4 * sms))
+        return max(1, min(n_blocks, per_sm * sms))
     return max(1, min(n_blocks, 4))  # the interpreter runs programs one after another
 
 
-# Pass 1's (BLOCK, num_warps) per padded task count: the [T_PAD, BLOCK] tile and the
-# [T_PAD, T_PAD] accumulator of one program stay in registers. Chosen by compiling for
-# sm_80 and sm_90 in every dtype, for aligned and unaligned gradients
+# Pass 1 up to OUTER_MAX_TASKS tasks: the outer-product kernel, one column per thread on
+# 4 warps. At T = 8 its 64 accumulators, two 8-value tiles and addresses take ~124
+# registers on sm_80/sm_90 with no spills; the loop costs ~2.8 (float32) to ~3.2
+# (bfloat16) warp-instructions per column at T = 8 and ~1.1 at T = 4, against ~11.7 for
+# the padded tl.dot (tools/triton_resources.py, docs/benchmarks.md).
+OUTER_MAX_TASKS = 8
+_OUTER_WARPS = 4
+# Programs per SM of the outer-product kernel, per T_PAD: as many as fit on an SM at once
+# (one wave, no tail), since each warp keeps only two tiles of loads in flight and the
+# memory system needs ~20-30 KB in flight per SM. 4-warp programs, 64K registers and 64
+# warps per SM: min(16, 512 // registers per thread rounded up to 8); registers from the
+# compiled kernels on sm_80/sm_90 (32 at T_PAD <= 2, 40-48 at 4, 122-126 at 8), checked
+# by tests/test_triton_compile.py.
+OUTER_PROGRAMS_PER_SM = {1: 16, 2: 16, 4: 10, 8: 4}
+# Pass 1's (BLOCK, num_warps) per padded task count beyond that: the [T_PAD, BLOCK] tile
+# and the [T_PAD, T_PAD] accumulator of one program stay in registers. Chosen by compiling
+# for sm_80 and sm_90 in every dtype, for aligned and unaligned gradients
 # (tools/triton_resources.py): these sizes spilled nothing in the final sweep (1-128
 # tasks). At T_PAD = 64 every size tried in earlier sweeps spilled a few values at some
 # task counts (1-5 stores, against 1,300+ with the 128-element blocks used before), 64 on
@@ -163,14 +234,18 @@ _GRAM_LAUNCH = {16: (256, 4), 32: (64, 8), 64: (64, 8), 128: (32, 8)}
 # Pass 2 loads BLOCK elements of each of the T gradients before adding them up. With
 # 16-byte-aligned gradients of a length divisible by 16 the loads are 16-byte vectors;
 # T x BLOCK up to 16384 keeps sm_90 at <= ~130 registers per thread (32768 reached 255 at
-# T = 64). Otherwise they go element by element, one register (and address) each, and
-# sm_90 spilled beyond ~4096 values per program (at T = 16, BLOCK = 1024 in float16).
+# T = 64). Otherwise they go element by element, one register (and address) each: at 4096
+# values per program sm_90 spilled 2 values in float16 with Triton 3.6 (T = 4, BLOCK =
+# 1024) and more at T = 16 with 3.9; 2048 spills nothing with either.
 # tools/triton_resources.py checks both.
-_SUM_VALUES = {True: 16384, False: 4096}
+_SUM_VALUES = {True: 16384, False: 2048}
 
 
 def gram_launch(t: int) -> tuple[int, int, int]:
-    """``(T_PAD, BLOCK, num_warps)`` of pass 1 for ``t`` tasks (compiled kernels)."""
+    """``(T_PAD, BLOCK, num_warps)`` of pass 1 for ``t`` tasks (compiled kernels): the
+    outer-product kernel up to :data:`OUTER_MAX_TASKS` tasks, the ``tl.dot`` one beyond."""
+    if t <= OUTER_MAX_TASKS:
+        return triton.next_power_of_2(t), 32 * _OUTER_WARPS, _OUTER_WARPS
     t_pad = max(16, triton.next_power_of_2(t))  # tl.dot needs >= 16 rows
     block, num_warps = _GRAM_LAUNCH.get(t_pad, (16, 8))
     return t_pad, block, num_warps
@@ -178,10 +253,24 @@ def gram_launch(t: int) -> tuple[int, int, int]:
 
 def weighted_sum_launch(t: int, vector_loads: bool = True) -> tuple[int, int]:
     """``(BLOCK, num_warps)`` of pass 2 for ``t`` tasks: 1024-element blocks while
-    ``t * BLOCK`` fits the register budget (16 tasks with vector loads, 4 without),
+    ``t * BLOCK`` fits the register budget (16 tasks with vector loads, 2 without),
     then halved as ``t`` doubles, down to 128 (one element per thread)."""
     block = 1 << max(7, min(10, (_SUM_VALUES[vector_loads] // t).bit_length() - 1))
     return block, 4
+
+
+def gram_grid(n_blocks: int, max_programs: int) -> tuple[int, int]:
+    """``(programs, blocks_per_program)`` of pass 1: contiguous runs of blocks, as even as
+    possible, no program without a block (the last run may be shorter)."""
+    per_program = triton.cdiv(n_blocks, max_programs)
+    return triton.cdiv(n_blocks, per_program), per_program
+
+
+def gram_programs(t: int, n_blocks: int, device: torch.device) -> tuple[int, int]:
+    """``(programs, blocks_per_program)`` of pass 1 for ``t`` tasks on ``device``."""
+    t_pad = gram_launch(t)[0]
+    per_sm = OUTER_PROGRAMS_PER_SM[t_pad] if t <= OUTER_MAX_TASKS else 4
+    return gram_grid(n_blocks, _num_programs(n_blocks, device, per_sm))
 
 
 def gram_triton(grads: Sequence[Tensor]) -> Tensor:
@@ -193,20 +282,26 @@ def gram_triton(grads: Sequence[Tensor]) -> Tensor:
         return torch.zeros(t, t, dtype=torch.float32, device=device)
     _check_size(n)
     t_pad, block, num_warps = gram_launch(t)
-    if triton_interpreting():
+    outer = t <= OUTER_MAX_TASKS
+    if triton_interpreting() and not outer:
         block = 64
     n_blocks = triton.cdiv(n, block)
-    programs = _num_programs(n_blocks, device)
-    per_program = triton.cdiv(n_blocks, programs)
-    programs = triton.cdiv(n_blocks, per_program)
+    programs, per_program = gram_programs(t, n_blocks, device)
     partial = torch.empty(programs, t_pad, t_pad, dtype=torch.float32, device=device)
     table = _pointer_table(grads)
+    dtype = _TL_DTYPES[grads[0].dtype]
     with _on(device):
-        _gram_kernel[(programs,)](
-            table, partial, n, per_program,
-            T=t, T_PAD=t_pad, BLOCK=block, DTYPE=_TL_DTYPES[grads[0].dtype],
-            ALIGNED=_aligned(grads), num_warps=num_warps,
-        )  # fmt: skip
+        if outer:
+            _gram_outer_kernel[(programs,)](
+                table, partial, n, per_program,
+                T=t, T_PAD=t_pad, BLOCK=block, DTYPE=dtype, num_warps=num_warps,
+            )  # fmt: skip
+        else:
+            _gram_kernel[(programs,)](
+                table, partial, n, per_program,
+                T=t, T_PAD=t_pad, BLOCK=block, DTYPE=dtype,
+                ALIGNED=_aligned(grads), num_warps=num_warps,
+            )  # fmt: skip
     return partial.sum(dim=0)[:t, :t]
 
 

@@ -54,7 +54,10 @@ class MetaBalanceParams(ParamBalancer):
         self.beta = check_float("beta", beta, low=0.0, high=1.0, high_open=True)
         self.relax = check_float("relax", relax, low=0.0, high=1.0)
         self.eps = check_float("eps", eps, low=0.0, high=1.0, low_open=True)
-        self.ema = torch.zeros(len(self.params), self.num_tasks, dtype=torch.float64)
+        # On the parameters' device: the norms it is averaged with are computed there.
+        self.ema = torch.zeros(
+            len(self.params), self.num_tasks, dtype=torch.float64, device=self.params[0].device
+        )
 
     def combine(
         self, grads: list[list[Tensor]], gram: Tensor
@@ -67,8 +70,8 @@ class MetaBalanceParams(ParamBalancer):
         w = self.relax * ref / (ema + self.eps) + (1.0 - self.relax)
         w = torch.where(ema > 0, w, torch.ones_like(w))
         w[:, self.target] = 1.0
-        if bool(torch.isfinite(ema).all()):
-            self.ema = ema
+        # A non-finite norm keeps the previous EMA: chosen on the device, no host sync.
+        self.ema = torch.where(torch.isfinite(ema).all(), ema, self.ema)
         combined = []
         for i, p in enumerate(self.params):
             acc = torch.zeros_like(p, dtype=torch.float32 if p.dtype != torch.float64 else None)
@@ -101,4 +104,4 @@ class MetaBalanceParams(ParamBalancer):
         if not torch.isfinite(ema).all() or (ema < 0).any():
             raise ValueError("state_dict['ema'] must be finite and >= 0")
         super().load_state_dict(state_dict)
-        self.ema = ema.detach().to(torch.float64).clone()
+        self.ema = ema.detach().to(device=self.ema.device, dtype=torch.float64).clone()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,7 +151,14 @@ def _worker(
             result.update(after(rank, cfg))
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        dist.destroy_process_group()  # DDP's reducer still holds the group: nothing is freed yet
+    # The results are on disk: end the process without running destructors. Freeing the
+    # reducer frees gloo's process group, whose destructor joins its worker threads while
+    # holding the GIL; a worker still releasing its last work waits for the GIL, and both
+    # wait forever (seen in a test run with torch 2.13 and gloo on CPU).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def train_distributed(cfg: Config, after: After | None = None) -> list[dict[str, Tensor]]:

@@ -345,7 +345,7 @@ def test_small_model_rows_report_ratio_overhead_and_breakdown(tmp_path, capsys) 
     assert cli.main(argv) == 0
     result = json.loads(out.read_text())["throughput_small"]
     rows = {r["method"]: r for r in result["rows"]}
-    assert set(rows) == {"sum", "multibalance", "equal_fork"}
+    assert set(rows) == {"sum", "multibalance", "multibalance_tensor", "equal_fork"}
     for r in rows.values():
         assert r["model"] == "tabular" and r["num_tasks"] == 2 and r["z_shape"] == [256, 32]
         lo, hi = r["ratio_vs_sum_paired_90"]

@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
 
+from .. import _host, ops
 from .. import balancer as balancer_module
-from .. import ops
 from ..balancer import Balancer
 
 PIECES = ("pass1", "rule", "pass2", "combine")
@@ -40,8 +40,10 @@ _MODULE_HOOKS: dict[str, tuple[tuple[Any, str], ...]] = {
     "pass1": (
         (balancer_module, "range_safe_sq_norms"),
         (balancer_module, "range_safe_gram"),
+        (_host, "pass1"),
+        (_host, "norms_small"),
     ),
-    "pass2": ((ops, "weighted_sum"),),
+    "pass2": ((ops, "weighted_sum"), (_host, "pass2")),
 }
 
 

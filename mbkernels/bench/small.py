@@ -13,7 +13,9 @@ it is not. Models:
 
 Methods (each on its own copy of one initial model, same batch): ``sum`` (the
 baseline), ``multibalance`` (:class:`mbkernels.MultiBalance`, default settings),
-``equal_fork`` (``Balancer(Equal)``: the fork and its statistics with fixed weights).
+``multibalance_tensor`` (the same with the CPU host path off: every step through the
+general tensor path that CUDA runs; :mod:`mbkernels._host`), ``equal_fork``
+(``Balancer(Equal)``: the fork and its statistics with fixed weights).
 Timed in interleaved rounds (:mod:`.timing`); reported per method: the paired
 ratio of steps/s to the plain sum with its 90 % bootstrap interval, and the paired
 overhead per step in µs (method minus sum, same round) with its interval. For
@@ -47,7 +49,7 @@ from .timing import (
 )
 
 SMALL_MODELS = ("tabular", "movielens")
-SMALL_METHODS = ("sum", "multibalance", "equal_fork")
+SMALL_METHODS = ("sum", "multibalance", "multibalance_tensor", "equal_fork")
 LR = 1e-3
 
 
@@ -115,6 +117,10 @@ def _balancer(name: str, num_tasks: int, **kwargs: Any) -> Balancer | None:
         return None
     if name == "multibalance":
         return MultiBalance(num_tasks, **kwargs)
+    if name == "multibalance_tensor":
+        bal = MultiBalance(num_tasks, **kwargs)
+        bal._host_rule = False  # the general tensor path (CUDA's, and the host path's fallback)
+        return bal
     return Balancer(Equal(num_tasks), **kwargs)
 
 

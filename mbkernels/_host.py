@@ -87,8 +87,10 @@ def to_float32(values: Sequence[float]) -> list[float]:
 
 def underflow_bound(numel: int) -> float:
     """The range check's lower bound ``numel * 2**-125`` as the float32 number the tensor
-    path compares with (``clamp`` casts its bound to the tensor's dtype)."""
-    return to_float32([numel * UNDERFLOW_PER_ELEMENT])[0]
+    path compares with (``clamp`` casts its bound to the tensor's dtype). Below 2**24
+    elements it is a float32 number already (an integer of 24 bits times a power of two)."""
+    bound = numel * UNDERFLOW_PER_ELEMENT
+    return bound if numel < 1 << 24 else to_float32([bound])[0]
 
 
 def in_float32_range(diag: Sequence[float], low: float) -> bool:

@@ -345,7 +345,14 @@ def test_small_model_rows_report_ratio_overhead_and_breakdown(tmp_path, capsys) 
     assert cli.main(argv) == 0
     result = json.loads(out.read_text())["throughput_small"]
     rows = {r["method"]: r for r in result["rows"]}
-    assert set(rows) == {"sum", "multibalance", "multibalance_tensor", "equal_fork"}
+    assert set(rows) == {
+        "sum",
+        "multibalance",
+        "multibalance_tensor",
+        "equal_fork",
+        "fork_sum",
+        "fork_hold",
+    }
     for r in rows.values():
         assert r["model"] == "tabular" and r["num_tasks"] == 2 and r["z_shape"] == [256, 32]
         lo, hi = r["ratio_vs_sum_paired_90"]
@@ -356,6 +363,10 @@ def test_small_model_rows_report_ratio_overhead_and_breakdown(tmp_path, capsys) 
     assert {"pass1", "rule", "pass2", "statistics", "plumbing", "combine"} <= set(pieces)
     assert all(pieces[p] > 0 for p in ("pass1", "rule", "pass2", "combine"))
     assert "plumbing" in capsys.readouterr().out
+    from mbkernels.bench import report
+
+    table = report.markdown({"throughput_small": result})
+    assert "| tabular | 2 | multibalance |" in table and "plumbing" in table
     # the timing wrappers are gone afterwards
     from mbkernels import balancer, numerics, ops
 

@@ -15,7 +15,10 @@ Methods (each on its own copy of one initial model, same batch): ``sum`` (the
 baseline), ``multibalance`` (:class:`mbkernels.MultiBalance`, default settings),
 ``multibalance_tensor`` (the same with the CPU host path off: every step through the
 general tensor path that CUDA runs; :mod:`mbkernels._host`), ``equal_fork``
-(``Balancer(Equal)``: the fork and its statistics with fixed weights).
+(``Balancer(Equal)``: the fork and its statistics with fixed weights), and two bare
+forks (:func:`mbkernels.fork.fork`) without a balancer: ``fork_sum`` adds the T task
+gradients up (the plain sum's gradient: what the fork itself costs) and ``fork_hold``
+passes on task 0's alone (what the autograd plumbing costs, no pass over the gradients).
 Timed in interleaved rounds (:mod:`.timing`); reported per method: the paired
 ratio of steps/s to the plain sum with its 90 % bootstrap interval, and the paired
 overhead per step in µs (method minus sum, same round) with its interval. For
@@ -33,9 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from ..balancer import Balancer
+from ..fork import fork
 from ..multibalance import MultiBalance
 from ..rules import Equal
 from .breakdown import DERIVED, PIECES, timed_pieces
@@ -49,7 +53,14 @@ from .timing import (
 )
 
 SMALL_MODELS = ("tabular", "movielens")
-SMALL_METHODS = ("sum", "multibalance", "multibalance_tensor", "equal_fork")
+SMALL_METHODS = (
+    "sum",
+    "multibalance",
+    "multibalance_tensor",
+    "equal_fork",
+    "fork_sum",
+    "fork_hold",
+)
 LR = 1e-3
 
 
@@ -84,6 +95,36 @@ class SmallMethod:
     balancer: Balancer | None
 
 
+class _BareFork:
+    """The fork alone: ``fork_sum`` returns the plain sum of the task gradients,
+    ``fork_hold`` task 0's gradient (not the sum's: a timing control only)."""
+
+    def __init__(self, num_tasks: int, hold: bool) -> None:
+        self.num_tasks, self.hold = num_tasks, hold
+
+    def __call__(self, z: Tensor) -> tuple[Tensor, ...]:
+        return fork(z, self.num_tasks, self._combine)
+
+    def _combine(self, grads: Sequence[Tensor | None]) -> Tensor | None:
+        gs = [g for g in grads if g is not None]
+        if self.hold or not gs:
+            return gs[0] if gs else None
+        out = gs[0]
+        for g in gs[1:]:
+            out = out + g
+        return out
+
+
+Split = Callable[[Tensor], Sequence[Tensor]]
+
+
+def _split(name: str, num_tasks: int, **kwargs: Any) -> Split | None:
+    """What the method puts between z and the towers (``None``: z itself, the plain sum)."""
+    if name in ("fork_sum", "fork_hold"):
+        return _BareFork(num_tasks, hold=name == "fork_hold")
+    return _balancer(name, num_tasks, **kwargs)
+
+
 def _tabular_methods(num_tasks: int, batch: int, names: Sequence[str]) -> list[SmallMethod]:
     torch.manual_seed(0)
     base = Tabular(num_tasks)
@@ -94,12 +135,12 @@ def _tabular_methods(num_tasks: int, batch: int, names: Sequence[str]) -> list[S
     def make(name: str) -> SmallMethod:
         model = copy.deepcopy(base)
         opt = torch.optim.AdamW(model.parameters(), lr=LR)
-        bal = _balancer(name, num_tasks)
+        split = _split(name, num_tasks)
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)
             z = model.bottom(x)
-            zs = bal(z) if bal is not None else (z,) * num_tasks
+            zs = split(z) if split is not None else (z,) * num_tasks
             losses = [
                 bce(tower(z_t).squeeze(-1), y[:, t])
                 for t, (tower, z_t) in enumerate(zip(model.towers, zs))
@@ -107,7 +148,7 @@ def _tabular_methods(num_tasks: int, batch: int, names: Sequence[str]) -> list[S
             sum(losses).backward()  # type: ignore[union-attr]
             opt.step()
 
-        return SmallMethod(name, step, bal)
+        return SmallMethod(name, step, split if isinstance(split, Balancer) else None)
 
     return [make(n) for n in names]
 
@@ -139,8 +180,8 @@ def _movielens_methods(batch: int, names: Sequence[str]) -> list[SmallMethod]:
     def make(name: str) -> SmallMethod:
         model = copy.deepcopy(base)
         opt = torch.optim.AdamW(model.parameters(), lr=LR)
-        bal = _balancer(name, problem.num_tasks, full_gram=True)  # as the course attaches it
-        model.balancer = bal
+        split = _split(name, problem.num_tasks, full_gram=True)  # as the course attaches it
+        model.balancer = split  # the model calls it on z (None: z itself)
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)
@@ -148,7 +189,7 @@ def _movielens_methods(batch: int, names: Sequence[str]) -> list[SmallMethod]:
             sum(losses).backward()
             opt.step()
 
-        return SmallMethod(name, step, bal)
+        return SmallMethod(name, step, split if isinstance(split, Balancer) else None)
 
     return [make(n) for n in names]
 

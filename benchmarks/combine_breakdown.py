@@ -2,12 +2,12 @@
 
 Trains the throughput benchmark's DLRM-style model (``mbkernels.bench``) with a
 default :class:`mbkernels.MultiBalance` and times, inside every step, the pieces of
-the fork's backward: pass 1 (squared norms with the float32 range check), the rule
-with the proposed state and stats (``_propose``), pass 2 (the weighted sum) and the
-rest of ``_combine`` (the state commit's copies included). Then it times the same
-pieces again on the last step's gradients, back to back outside training ("hot": data
-and code in cache), so the difference shows what reading the T gradients after all
-towers have run costs.
+the fork's backward (:mod:`mbkernels.bench.breakdown`): pass 1 (squared norms with
+the float32 range check), the rule, pass 2 (the weighted sum), all of ``_combine``,
+and the statistics (the rest of ``_combine``: checks, proposed state, commit, stats).
+Then it times the same pieces again on the last step's gradients, back to back
+outside training ("hot": data and code in cache), so the difference shows what
+reading the T gradients after all towers have run costs.
 
     python benchmarks/combine_breakdown.py --tasks 8
     python benchmarks/combine_breakdown.py --tasks 4 8 --steps 60 --json breakdown.json
@@ -34,19 +34,8 @@ from torch import Tensor
 from mbkernels import balancer as balancer_module
 from mbkernels import ops
 from mbkernels.bench import malloc
+from mbkernels.bench.breakdown import PIECES, timed_pieces
 from mbkernels.bench.throughput import ThroughputConfig, build_methods, throughput_config
-
-PIECES = ("norms", "rule", "pass2", "combine")
-
-
-def _timed(fn: Callable[..., Any], samples: list[float]) -> Callable[..., Any]:
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        out = fn(*args, **kwargs)
-        samples.append(time.perf_counter() - start)
-        return out
-
-    return wrapper
 
 
 def _median_us(samples: Sequence[float]) -> float:
@@ -57,7 +46,6 @@ def measure(cfg: ThroughputConfig, num_tasks: int, *, steps: int, warmup: int) -
     """Median microseconds per piece in the step (``in_step``) and hot, and the step time."""
     method = build_methods(cfg, num_tasks, ["multibalance"])[0]["multibalance"]
     bal = method.extra["balancer"]
-    samples: dict[str, list[float]] = {p: [] for p in PIECES}
     last_grads: list[Tensor] = []
     combine = bal._combine
 
@@ -66,25 +54,16 @@ def measure(cfg: ThroughputConfig, num_tasks: int, *, steps: int, warmup: int) -
         return combine(grads)
 
     step_s: list[float] = []
-    with (
-        mock.patch.object(
-            balancer_module,
-            "range_safe_sq_norms",
-            _timed(balancer_module.range_safe_sq_norms, samples["norms"]),
-        ),
-        mock.patch.object(ops, "weighted_sum", _timed(ops.weighted_sum, samples["pass2"])),
-        mock.patch.object(bal, "_propose", _timed(bal._propose, samples["rule"])),
-        mock.patch.object(bal, "_combine", _timed(keep_grads, samples["combine"])),
-    ):
+    with mock.patch.object(bal, "_combine", keep_grads), timed_pieces(bal) as times:
         for i in range(warmup + steps):
             if i == warmup:
-                for s in samples.values():
-                    s.clear()
+                times.clear()
             start = time.perf_counter()
             method.step()
             if i >= warmup:
                 step_s.append(time.perf_counter() - start)
-    in_step = {p: _median_us(s) for p, s in samples.items()}
+            times.end_step()
+    in_step = times.median_us()
 
     # The same pieces on the last gradients, repeated back to back (on a copy of the
     # balancer, so its state is not advanced further).
@@ -92,9 +71,10 @@ def measure(cfg: ThroughputConfig, num_tasks: int, *, steps: int, warmup: int) -
     gram = torch.diag(balancer_module.range_safe_sq_norms(last_grads))
     policy = hot_bal.nonfinite
     weights = hot_bal._propose(gram, off_diagonal_known=False, policy=policy).applied
+    state = {name: getattr(hot_bal, name) for name in hot_bal._state_names}
     hot_calls: dict[str, Callable[[], Any]] = {
-        "norms": lambda: balancer_module.range_safe_sq_norms(last_grads),
-        "rule": lambda: hot_bal._propose(gram, off_diagonal_known=False, policy=policy),
+        "pass1": lambda: balancer_module.range_safe_sq_norms(last_grads),
+        "rule": lambda: hot_bal.rule.weights(gram, state, hot_bal.step + 1),
         "pass2": lambda: ops.weighted_sum(last_grads, weights),
         "combine": lambda: hot_bal._combine(last_grads),
     }
@@ -107,13 +87,14 @@ def measure(cfg: ThroughputConfig, num_tasks: int, *, steps: int, warmup: int) -
             call()
             times.append(time.perf_counter() - start)
         hot[piece] = _median_us(times)
+    hot["statistics"] = hot["combine"] - hot["pass1"] - hot["rule"] - hot["pass2"]
     return {"step_us": _median_us(step_s), "in_step_us": in_step, "hot_us": hot}
 
 
 def table(results: dict[int, dict[str, Any]]) -> str:
     lines = [f"{'T':>3} {'piece':<8} {'in step µs':>11} {'% of step':>10} {'hot µs':>8}"]
     for t, r in results.items():
-        for piece in PIECES:
+        for piece in (*PIECES, "statistics"):
             v = r["in_step_us"][piece]
             share = 100 * v / r["step_us"]
             lines.append(f"{t:>3} {piece:<8} {v:11.0f} {share:9.2f}% {r['hot_us'][piece]:8.0f}")

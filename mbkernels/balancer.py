@@ -35,6 +35,7 @@ The statistics keep their dtype under ``.half()``/``.to(dtype)`` (:meth:`_apply`
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -42,7 +43,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from . import ops
+from . import _host, ops
 from ._validation import check_choice, check_int
 from .amp import check_grad_scaler, current_scale, unscale_gram
 from .distributed import active_group, all_reduce_gram, check_process_group
@@ -55,7 +56,13 @@ from .nonfinite import (
     all_finite,
     nonfinite_tasks,
 )
-from .numerics import range_safe_gram, range_safe_sq_norms
+from .numerics import (
+    _range_safe,
+    gram_float64,
+    range_safe_gram,
+    range_safe_sq_norms,
+    sq_norms_float64,
+)
 from .rules.base import Rule
 from .stats import BalanceStats
 
@@ -165,6 +172,19 @@ class Balancer(nn.Module):
         self._stats: BalanceStats | None = None
         self._warned = False  # for the current streak of refused steps
         self._pending_streak: tuple[Tensor, Any] | None = None  # CUDA: count in flight
+        # The CPU host path (mbkernels._host): the rule has a host implementation, and the
+        # dtypes it writes the state in are the buffers' (checked at every step).
+        self._host_rule = _has_host_weights(rule)
+        self._host_dtypes = {
+            **{name: value.dtype for name, value in rule.init_state().items()},
+            "step": torch.int64,
+            "weights": torch.float64,
+            "refused_streak": torch.int64,
+        }
+        # (buffers, their data pointers, NumPy views of them): see _host_buffers
+        self._host_views: tuple[dict[str, Tensor], list[int], dict[str, Any]] | None = None
+        # a step taken on the host path, from which `stats` is built when read
+        self._host_record: tuple[Any, ...] | None = None
 
     # ------------------------------------------------------------------ forward
     def forward(self, z: Tensor) -> tuple[Tensor, ...]:
@@ -175,22 +195,36 @@ class Balancer(nn.Module):
             raise ValueError(f"z must have a floating-point dtype, got {z.dtype}")
         if not (torch.is_grad_enabled() and z.requires_grad):
             return tuple(z for _ in range(self.num_tasks))
-        return _fork_eager(z, self.num_tasks, self._combine)
+        # Under Dynamo the disabled wrapper makes the fork a graph break; eagerly the
+        # wrapper's own cost (~10 µs a call) is skipped.
+        fork_fn = _fork_eager if torch.compiler.is_compiling() else fork
+        return fork_fn(z, self.num_tasks, self._combine)
 
     # ----------------------------------------------------------------- backward
     def _combine(self, grads: Sequence[Tensor | None]) -> Tensor | None:
-        present = [i for i, g in enumerate(grads) if g is not None]
-        if not present:
-            return None
         gs = [g for g in grads if g is not None]
+        if not gs:
+            return None
         if _holds_no_data(gs[0]):
             # meta or fake tensors (FLOP counters, memory estimators): there are no values to
             # balance or learn from. The plain sum has the right shape, dtype and device,
             # and the state is not touched.
             return _plain_sum(gs)
+        fast = None  # pass 1 of a host-path step that could not finish there
+        views = self._host_ready(gs[0]) if len(gs) == self.num_tasks else None
+        if views is not None:
+            combined, fast = self._combine_host(gs, views)
+            if combined is not None:
+                return combined
+        present = [i for i, g in enumerate(grads) if g is not None]
         device = gs[0].device
         cross_terms = self._computes_full_gram(gs[0])
-        if cross_terms:
+        if fast is not None:  # the same pass 1 (CPU, PyTorch path): not computed twice
+            exact = gram_float64 if cross_terms else sq_norms_float64
+            gram_local = _range_safe(fast, gs, exact, self.range_check)
+            if not cross_terms:
+                gram_local = torch.diag(gram_local)
+        elif cross_terms:
             gram_local = range_safe_gram(gs, self.backend, self.range_check)  # float64
         else:  # the rule reads only the norms: T dot products, zeros off the diagonal
             gram_local = torch.diag(range_safe_sq_norms(gs, self.backend, self.range_check))
@@ -219,6 +253,100 @@ class Balancer(nn.Module):
         combined = ops.weighted_sum(gs, w_present, self.backend)
         self._commit(proposal)  # last: an error anywhere above leaves the state as it was
         return combined
+
+    def _host_ready(self, grad: Tensor) -> dict[str, Any] | None:
+        """The buffers' NumPy views if this step may take the host path
+        (:mod:`mbkernels._host`): CPU gradients and buffers, the PyTorch backend, a rule
+        with a host implementation, no Gram reduction, loss scale or ``"skip_task"``
+        policy, the buffers in their own dtypes; else ``None``."""
+        if not self._host_rule or grad.device.type != "cpu" or self.backend == "triton":
+            return None
+        rule_attrs = self.rule.__dict__
+        if "weights" in rule_attrs and "host_weights" not in rule_attrs:
+            return None  # weights replaced on the instance (a spy), host_weights not
+        if self.nonfinite == "skip_task" or self.gram_reduce is not None:
+            return None
+        if current_scale(self.grad_scaler) is not None or active_group(self.process_group)[0]:
+            return None
+        return self._host_buffers()
+
+    def _host_buffers(self) -> dict[str, Any] | None:
+        """NumPy views of the buffers the host path reads and writes, or ``None`` when one
+        is not a CPU tensor of the dtype it writes. Cached while every buffer is the same
+        object with the same memory (``.to()``, ``load_state_dict(assign=True)``, a deep
+        copy, ``share_memory_()``: views made afresh)."""
+        buffers = self._buffers
+        cached = self._host_views
+        if cached is not None:
+            tensors, pointers, views = cached
+            if all(
+                buffers[name] is buf and buf.data_ptr() == ptr
+                for (name, buf), ptr in zip(tensors.items(), pointers)
+            ):
+                return views
+        tensors = {}
+        for name, dtype in self._host_dtypes.items():
+            buf = buffers[name]
+            if buf is None or buf.device.type != "cpu" or buf.dtype != dtype:
+                self._host_views = None
+                return None
+            tensors[name] = buf
+        views = {name: buf.detach().numpy() for name, buf in tensors.items()}
+        pointers = [buf.data_ptr() for buf in tensors.values()]
+        self._host_views = (tensors, pointers, views)
+        return views
+
+    def _combine_host(
+        self, gs: list[Tensor], buffer_views: dict[str, Any]
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """One balancing step with the statistics and the rule on host floats. Returns
+        ``(combined, pass 1)``; ``combined`` is ``None`` when the step is not the plain
+        finite case (out of float32's range, non-finite statistics or weights): then
+        nothing was changed and the general path takes the step from pass 1's result."""
+        cross = self.full_gram  # the rule reads only the norms (_host_rule)
+        fast: Tensor | None = None
+        values: Any = None if cross else _host.norms_small(gs)
+        if values is None:
+            fast = _host.pass1(gs, cross)
+            values = fast.tolist()
+        t = self.num_tasks
+        if cross:
+            diag = [values[i][i] for i in range(t)]
+            entries = [x for row in values for x in row]
+        else:
+            diag = entries = values
+        dtype = gs[0].dtype
+        if self.range_check and dtype != torch.float16 and dtype != torch.float64:
+            if not _host.in_float32_range(diag, _host.underflow_bound(gs[0].numel())):
+                return None, _pass1_tensor(fast, values)
+        if not all(map(math.isfinite, entries)):
+            return None, _pass1_tensor(fast, values)
+        views = {name: buffer_views[name] for name in self._state_names}
+        state = {name: view.tolist() for name, view in views.items()}
+        step_view = buffer_views["step"]
+        step = int(step_view) + 1
+        result = self.rule.host_weights(diag, state, step)
+        if result is None:
+            return None, _pass1_tensor(fast, values)
+        weights, new_state = result
+        floats = [weights, *(v for name, v in new_state.items() if views[name].dtype.kind == "f")]
+        if not all(math.isfinite(x) for values_ in floats for x in values_):
+            return None, _pass1_tensor(fast, values)
+        combined = _host.pass2(gs, weights)
+        # commit, last (as in the general path): in place, through NumPy views
+        for name, view in views.items():
+            view[...] = new_state[name]
+        step_view[...] = step
+        buffer_views["weights"][...] = weights
+        streak_view = buffer_views["refused_streak"]
+        if int(streak_view) != 0:
+            streak_view[...] = 0
+        # plain attributes, set without nn.Module.__setattr__'s checks (~1 µs each)
+        self.__dict__["_stats"] = None
+        self.__dict__["_host_record"] = (values, cross, weights, new_state, step)
+        if self._warned:  # a streak of refused steps ended
+            self.__dict__["_warned"] = False
+        return combined, None
 
     def _computes_full_gram(self, grad: Tensor) -> bool:
         """Whether pass 1 computes the off-diagonal (see ``full_gram``)."""
@@ -345,6 +473,7 @@ class Balancer(nn.Module):
             for name, value in values.items():
                 self._buffers[name] = value.clone()
         self._stats = proposal.stats
+        self._host_record = None
         self._watch_refusals(proposal.streak)
 
     def _watch_refusals(self, streak: Tensor) -> None:
@@ -380,7 +509,7 @@ class Balancer(nn.Module):
 
     def _refusal_reason(self, count: int) -> str:
         """The warning's text: how many, why the latest was refused, which tasks."""
-        stats = self._stats
+        stats = self.stats
         head = (
             f"{type(self).__name__} (rule {self.rule.name!r}): {count} balancing steps in a "
             f"row were refused; "
@@ -425,7 +554,36 @@ class Balancer(nn.Module):
     @property
     def stats(self) -> BalanceStats | None:
         """Statistics of the latest backward (``None`` before the first one)."""
+        if self._stats is None and self._host_record is not None:
+            self._stats = self._host_stats(*self._host_record)
         return self._stats
+
+    def _host_stats(
+        self,
+        values: Any,
+        cross: bool,
+        weights: list[float],
+        state: dict[str, list[Any]],
+        step: int,
+    ) -> BalanceStats:
+        """The :class:`BalanceStats` the general path records for a finite step, from a
+        host-path step's numbers (built when first read)."""
+        gram = torch.tensor(values, dtype=torch.float64)
+        if not cross:
+            gram = _unknown_off_diagonal(torch.diag(gram))
+        buffers = self._buffers
+        return BalanceStats(
+            gram=gram,
+            norms=gram.diagonal().clamp_min(0).sqrt(),
+            weights=torch.tensor(weights, dtype=torch.float64),
+            state={
+                name: torch.tensor(state[name], dtype=buffers[name].dtype)  # type: ignore[union-attr]
+                for name in self._state_names
+            },
+            step=torch.tensor(step, dtype=torch.int64),
+            finite=torch.tensor(True),
+            refused_streak=torch.tensor(0, dtype=torch.int64),
+        )
 
     def reset(self) -> None:
         """Forget all history: fresh rule state, step 0, unit weights."""
@@ -436,6 +594,7 @@ class Balancer(nn.Module):
         self.weights.fill_(1.0)
         self.refused_streak.zero_()
         self._stats = None
+        self._host_record = None
         self._warned = False
         self._pending_streak = None
 
@@ -611,7 +770,38 @@ class _Proposal(NamedTuple):
 
 def _holds_no_data(t: Tensor) -> bool:
     """A meta tensor or a FakeTensor: shape, dtype and device, but no values."""
-    return t.device.type == "meta" or _is_fake(t)
+    if t.device.type == "meta":
+        return True
+    if type(t) is Tensor and not _wraps_another(t):
+        return False  # a plain tensor: what is_fake would find, in a fraction of its ~8 µs
+    return _is_fake(t)
+
+
+def _wraps_another(t: Tensor) -> bool:
+    """A plain-class tensor that wraps another (functionalization, functorch), which
+    ``is_fake`` unwraps; the fake tensors themselves are subclasses."""
+    if torch._is_functional_tensor(t):
+        return True
+    functorch = getattr(torch._C, "_functorch", None)
+    return functorch is not None and bool(functorch.is_functorch_wrapped_tensor(t))
+
+
+def _has_host_weights(rule: Rule) -> bool:
+    """Whether ``rule``'s :meth:`~Rule.host_weights` computes what its ``weights`` does: it
+    reads only the norms, and ``host_weights`` is defined where ``weights`` is or in a
+    subclass (a subclass that overrides only ``weights`` gets the general path)."""
+    if rule.uses_cross_terms:
+        return False
+    mro = type(rule).__mro__
+    host = next(c for c in mro if "host_weights" in c.__dict__)
+    weights = next(c for c in mro if "weights" in c.__dict__)
+    return host is not Rule and issubclass(host, weights)
+
+
+def _pass1_tensor(fast: Tensor | None, values: list[float]) -> Tensor:
+    """Pass 1's result as the tensor the general path starts from (the host path's small
+    norms are host floats: float32 values, exactly)."""
+    return fast if fast is not None else torch.tensor(values, dtype=torch.float32)
 
 
 def _plain_sum(grads: Sequence[Tensor]) -> Tensor:

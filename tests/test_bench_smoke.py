@@ -358,3 +358,53 @@ def test_malloc_tuning_is_reported_and_validated() -> None:
     tuned, allocator = out.split(" ", 1)
     if tuned == "True":
         assert allocator.startswith("glibc") and "mallopt" in allocator
+
+
+def test_paired_difference_is_the_median_of_per_round_differences() -> None:
+    base = timing.Timing("a", (1.0, 10.0, 2.0), 1)
+    other = timing.Timing("b", (2.0, 10.5, 2.25), 1)
+    assert timing.paired_difference(base, other) == 0.5  # differences 1, 0.5, 0.25
+    lo, hi = timing.paired_difference_interval(base, other)
+    assert 0.25 <= lo <= 0.5 <= hi <= 1.0
+    with pytest.raises(ValueError, match="same interleaved run"):
+        timing.paired_difference(base, timing.Timing("c", (1.0,), 1))
+
+
+def test_small_model_rows_report_ratio_overhead_and_breakdown(tmp_path, capsys) -> None:
+    out = tmp_path / "small.json"
+    argv = ["throughput", "--model", "tabular", "--tiny", "--tasks", "2", "--json", str(out)]
+    assert cli.main(argv) == 0
+    result = json.loads(out.read_text())["throughput_small"]
+    rows = {r["method"]: r for r in result["rows"]}
+    assert set(rows) == {
+        "sum",
+        "multibalance",
+        "multibalance_tensor",
+        "equal_fork",
+        "fork_sum",
+        "fork_hold",
+    }
+    for r in rows.values():
+        assert r["model"] == "tabular" and r["num_tasks"] == 2 and r["z_shape"] == [256, 32]
+        lo, hi = r["ratio_vs_sum_paired_90"]
+        assert lo <= r["ratio_vs_sum_paired"] <= hi
+        lo, hi = r["overhead_us_90"]
+        assert lo <= r["overhead_us"] <= hi
+    pieces = rows["multibalance"]["breakdown_us"]
+    assert {"pass1", "rule", "pass2", "statistics", "plumbing", "combine"} <= set(pieces)
+    assert all(pieces[p] > 0 for p in ("pass1", "rule", "pass2", "combine"))
+    assert "plumbing" in capsys.readouterr().out
+    from mbkernels.bench import report
+
+    table = report.markdown({"throughput_small": result})
+    assert "| tabular | 2 | multibalance |" in table and "plumbing" in table
+    # the timing wrappers are gone afterwards
+    from mbkernels import balancer, numerics, ops
+
+    assert balancer.range_safe_sq_norms is numerics.range_safe_sq_norms
+    assert ops.weighted_sum.__module__ == "mbkernels.ops"
+
+
+def test_small_models_run_on_cpu_only() -> None:
+    with pytest.raises(ValueError, match="cpu only"):
+        cli.main(["throughput", "--model", "tabular", "--tiny", "--device", "cuda"])

@@ -91,8 +91,11 @@ def test_step_weights_refuses_a_gram_matrix_without_data() -> None:
     assert_unchanged(bal, before)
 
 
-def test_an_error_in_pass_two_commits_nothing(monkeypatch) -> None:
+@pytest.mark.parametrize("host_path", [True, False])
+def test_an_error_in_pass_two_commits_nothing(monkeypatch, host_path: bool) -> None:
+    """On the general tensor path and on the CPU host path (mbkernels._host)."""
     bal = mbk.MultiBalance(T)
+    bal._host_rule = host_path
     backward(bal, grads(1.0, 2.0, 3.0))
     before = snapshot(bal)
 
@@ -100,6 +103,7 @@ def test_an_error_in_pass_two_commits_nothing(monkeypatch) -> None:
         raise RuntimeError("pass 2 failed")
 
     monkeypatch.setattr(mbk.ops, "weighted_sum", broken)
+    monkeypatch.setattr(mbk._host, "pass2", broken)
     with pytest.raises(RuntimeError, match="pass 2 failed"):
         backward(bal, grads(1.0, 2.0, 3.0))
     assert_unchanged(bal, before)

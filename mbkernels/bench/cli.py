@@ -35,6 +35,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="throughput: methods to time (default: all; 'sum', the baseline, is always run)",
     )
+    p.add_argument(
+        "--model",
+        choices=["dlrm", "small", "tabular", "movielens"],
+        default="dlrm",
+        help="throughput: the DLRM-style model (default), or the small models where the "
+        "balancer's fixed per-step cost shows ('small': tabular and movielens)",
+    )
     p.add_argument("--no-compile", action="store_true", help="op: skip the torch.compile row")
     p.add_argument(
         "--dtype", choices=["float32", "bfloat16", "float16"], default=None,
@@ -75,10 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     say(f"allocator: {results['environment']['allocator']} (--malloc {args.malloc})")
     # Both configurations are built (and their arguments checked) before anything runs.
     from .op import format_op, op_config, run_op
+    from .small import format_small, run_small, small_config
     from .throughput import format_throughput, run_throughput, throughput_config
 
     cfg = op_config(args, device) if args.which in ("op", "all") else None
-    tcfg = throughput_config(args, device) if args.which in ("throughput", "all") else None
+    small = args.which in ("throughput", "all") and args.model != "dlrm"
+    if small and args.device not in (None, "cpu"):
+        raise ValueError(f"--model {args.model} runs on cpu only, got --device {args.device}")
+    scfg = small_config(args) if small else None
+    dlrm = args.which in ("throughput", "all") and not small
+    tcfg = throughput_config(args, device) if dlrm else None
     if cfg is not None:
         results["op"] = run_op(cfg, progress=lambda s: say(s, file=sys.stderr, flush=True))
         say(format_op(results["op"]))
@@ -87,6 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             tcfg, progress=lambda s: say(s, file=sys.stderr, flush=True)
         )
         say(format_throughput(results["throughput"]))
+    if scfg is not None:
+        results["throughput_small"] = run_small(
+            scfg, progress=lambda s: say(s, file=sys.stderr, flush=True)
+        )
+        say(format_small(results["throughput_small"]))
     if args.json:
         say(f"wrote {write_json(results, args.json)}")
     if args.markdown:

@@ -76,6 +76,44 @@ def markdown(results: dict[str, Any]) -> str:
                 f"{_fmt(r.get('extra_vs_sum_in_z'), '.2f')} | "
                 f"{_fmt(r.get('head_extra_vs_sum_in_z'), '.2f')} |"
             )
+    small = results.get("throughput_small")
+    if small:
+        c = small["config"]
+        out += [
+            "",
+            f"Small models on cpu, {c['threads']} thread(s), {c['rounds']} interleaved rounds; "
+            "ratio = steps/s ÷ plain sum's (median of per-round ratios, 90 % bootstrap "
+            "interval); overhead = µs per step beyond the plain sum (median of per-round "
+            "differences, 90 % interval).",
+            "",
+            "| model | T | method | steps/s | paired | 90 % interval | overhead µs "
+            "| 90 % interval |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for r in small["rows"]:
+            lo, hi = r["overhead_us_90"]
+            out.append(
+                f"| {r['model']} | {r['num_tasks']} | {r['method']} | {r['steps_per_s']:.1f} | "
+                f"{r['ratio_vs_sum_paired']:.3f} | {format_interval(r['ratio_vs_sum_paired_90'])} "
+                f"| {r['overhead_us']:.0f} | {lo:.0f}–{hi:.0f} |"
+            )
+        pieces = ("pass1", "rule", "pass2", "statistics", "plumbing", "combine")
+        out += [
+            "",
+            "MultiBalance's overhead piece by piece, µs per step (median over timed steps; "
+            "plumbing = overhead − combine):",
+            "",
+            "| model | T | " + " | ".join(pieces) + " |",
+            "| --- | ---: |" + " ---: |" * len(pieces),
+        ]
+        for r in small["rows"]:
+            b = r.get("breakdown_us")
+            if b:
+                out.append(
+                    f"| {r['model']} | {r['num_tasks']} | "
+                    + " | ".join(f"{b[p]:.0f}" for p in pieces)
+                    + " |"
+                )
     op = results.get("op")
     if op:
         c = op["config"]

@@ -4,6 +4,8 @@ Methods (each on its own copy of the same initial model, same batch, SGD):
 
 * ``sum``: plain sum of the task losses, one backward (the baseline);
 * ``multibalance``: :class:`mbkernels.MultiBalance` through the fork, one backward;
+* ``multibalance_tensor``: the same with the CPU host path off (the general tensor path;
+  only when named in ``--methods``);
 * ``fork_only``: the fork with every weight 1 and no statistics (pass 2 only): the
   plain sum's gradient, but with all T task gradients of Z held until the last one
   arrives, as autograd must for any exact rebalancing. Not a method anyone would
@@ -74,6 +76,9 @@ class Method:
 
 MethodFactory = Callable[[DLRM, Batch], Method]
 
+#: Methods run only when named (``--methods``): comparisons of implementations.
+OPT_IN = ("multibalance_tensor",)
+
 
 def _sgd(model: DLRM) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=LR)
@@ -99,6 +104,15 @@ def multibalance(model: DLRM, batch: Batch) -> Method:
         return losses
 
     return Method("multibalance", model, batch, head, _sgd(model), {"balancer": bal})
+
+
+def multibalance_tensor(model: DLRM, batch: Batch) -> Method:
+    """``multibalance`` with the CPU host path off (:mod:`mbkernels._host`): every step
+    through the general tensor path, which CUDA runs."""
+    method = multibalance(model, batch)
+    method.extra["balancer"]._host_rule = False
+    method.name = "multibalance_tensor"
+    return method
 
 
 def _fork_method(name: str, model: DLRM, batch: Batch, combine: Combine) -> Method:
@@ -190,6 +204,7 @@ def available_methods() -> dict[str, MethodFactory]:
     return {
         "sum": plain_sum,
         "multibalance": multibalance,
+        "multibalance_tensor": multibalance_tensor,
         "fork_only": fork_only,
         "fork_hold": fork_hold,
         "detach": detach_per_task,
@@ -220,7 +235,7 @@ def build_methods(
 ) -> tuple[dict[str, Method], Batch]:
     """One :class:`Method` per name, each on its own copy of one initial model."""
     factories = available_methods()
-    names = list(names or cfg.methods or factories)
+    names = list(names or cfg.methods or [n for n in factories if n not in OPT_IN])
     _check_methods(names, factories, "methods")
     device = torch.device(cfg.device)
     mcfg = replace(cfg.model, num_tasks=num_tasks)

@@ -72,12 +72,42 @@ def paired_ratio_interval(
     It is as honest as the rounds are independent: slow drifts of the machine that
     last longer than a run are not in it, so two runs can still differ by more.
     """
+    ratios = _round_ratios(base, other, "paired_ratio_interval")
+    return median_interval(ratios, level=level, resamples=resamples, seed=seed)
+
+
+def paired_difference(base: Timing, other: Timing) -> float:
+    """Median over rounds of ``other - base`` seconds per call, round by round: the
+    extra time per step of ``other``, paired like :func:`paired_ratio`."""
+    return statistics.median(_round_differences(base, other, "paired_difference"))
+
+
+def paired_difference_interval(
+    base: Timing, other: Timing, *, level: float = 0.9, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval of :func:`paired_difference` (as
+    :func:`paired_ratio_interval`)."""
+    diffs = _round_differences(base, other, "paired_difference_interval")
+    return median_interval(diffs, level=level, resamples=resamples, seed=seed)
+
+
+def _round_differences(base: Timing, other: Timing, caller: str) -> list[float]:
+    if len(base.seconds) != len(other.seconds):
+        raise ValueError(f"{caller} needs timings from the same interleaved run")
+    return [o - b for b, o in zip(base.seconds, other.seconds)]
+
+
+def median_interval(
+    values: Sequence[float], *, level: float = 0.9, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the median of ``values`` (resampled with
+    replacement, fixed seed)."""
     check_float("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
     check_int("resamples", resamples, low=1)
-    ratios = _round_ratios(base, other, "paired_ratio_interval")
+    values = list(values)
     rng = random.Random(seed)
     medians = sorted(
-        statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples)
+        statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples)
     )
     tail = (1.0 - level) / 2.0
     lo = medians[round(tail * (resamples - 1))]

@@ -102,8 +102,9 @@ def sq_norms_torch(grads: Sequence[Tensor]) -> Tensor:
     return sq
 
 
-def weighted_sum_torch(grads: Sequence[Tensor], weights: Tensor) -> Tensor:
-    """``sum_t weights[t] * grads[t]`` accumulated in float32, returned in the gradients' dtype."""
+def weighted_sum_torch(grads: Sequence[Tensor], weights: Tensor | Sequence[float]) -> Tensor:
+    """``sum_t weights[t] * grads[t]`` accumulated in float32, returned in the gradients' dtype.
+    ``weights``: a ``[T]`` tensor, or ``T`` Python floats (the balancer's host path)."""
     flat = [g.reshape(-1) for g in grads]
     n, dtype, device = flat[0].numel(), flat[0].dtype, flat[0].device
     acc = accumulation_dtype(dtype)
@@ -114,7 +115,9 @@ def weighted_sum_torch(grads: Sequence[Tensor], weights: Tensor) -> Tensor:
     # as fast as `addcmul_` with a 0-d tensor. Weights on a GPU stay there.
     w: Sequence[float] | Tensor
     shift = 1.0
-    if weights.device.type == "cpu":
+    if not isinstance(weights, Tensor):
+        w, shift = _fit_weights(list(weights), acc)
+    elif weights.device.type == "cpu":
         w, shift = _fit_weights(weights.to(torch.float64).tolist(), acc)
     else:
         w = weights.to(device=device, dtype=acc)

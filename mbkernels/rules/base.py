@@ -82,6 +82,22 @@ class Rule(ABC):
             held[name] = value
         return torch.where(active, weights, torch.zeros_like(weights)), held
 
+    def host_weights(
+        self, sq_norms: list[float], state: Mapping[str, list[Any]], step: int
+    ) -> tuple[list[float], dict[str, list[Any]]] | None:
+        """Optional: :meth:`weights` on host numbers, for rules that read only the norms
+        (``uses_cross_terms = False``). The balancer's CPU path (:mod:`mbkernels._host`)
+        calls it with the ``T`` squared norms (the Gram diagonal, finite), each state
+        tensor as a list (``tensor.tolist()``) and the 1-based step; it returns the
+        weights and the new state as lists, the state rounded to its tensors' dtypes.
+
+        An implementation must give bit for bit what :meth:`weights` gives in float64
+        (same operations in the same order; where a tensor op rounds differently from
+        Python's, run that op as a tensor). ``None`` (this default): no host
+        implementation, the balancer calls :meth:`weights`.
+        """
+        return None
+
     def check_state(self, state: Mapping[str, Tensor], prefix: str = "") -> None:  # noqa: B027
         """Raise ``ValueError`` naming the entry (``prefix + name``) if a state about to be
         loaded is out of this rule's range. The balancer has already checked that each

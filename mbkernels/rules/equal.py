@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -20,3 +21,8 @@ class Equal(Rule):
         self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor
     ) -> tuple[Tensor, State]:
         return torch.ones(self.num_tasks, dtype=gram.dtype, device=gram.device), {}
+
+    def host_weights(
+        self, sq_norms: list[float], state: Mapping[str, list[Any]], step: int
+    ) -> tuple[list[float], dict[str, list[Any]]]:
+        return [1.0] * self.num_tasks, {}

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from .. import _host
 from .._validation import check_choice, check_float, check_int
 from .base import Rule, State, check_magnitude_ema
 
@@ -120,6 +121,39 @@ class MultiBalanceRule(Rule):
         if active is not None:
             w = torch.where(active, w, 0.0)
         return w, {"ema": ema.to(state["ema"].dtype), "count": count}
+
+    def host_weights(
+        self, sq_norms: list[float], state: Mapping[str, list[Any]], step: int
+    ) -> tuple[list[float], dict[str, list[Any]]]:
+        """:meth:`weights` (every task active) on host floats, operation for operation."""
+        beta, relax, eps = self.beta, self.relax, self.eps
+        # sqrt as a [T] float64 tensor op, as in weights(): torch's float64 sqrt is not
+        # always libm's correctly rounded one
+        if min(sq_norms) < 0.0:  # clamp_min(0) in Python (-0.0 stays, as in torch)
+            sq_norms = [max(d, 0.0) for d in sq_norms]
+        norms = torch.tensor(sq_norms, dtype=torch.float64).sqrt_().tolist()
+        ema = [beta * old + (1.0 - beta) * n for old, n in zip(state["ema"], norms)]
+        count = [c + 1 for c in state["count"]]
+        m = ema
+        if self.bias_correction:
+            # beta**c as a [T] float64 tensor op: torch's pow rounds differently from
+            # libm's in the last bit now and then (and differently for vectorised and
+            # scalar elements), so the tensor path's values come from torch too. Once
+            # beta**c < 2**-60 for every task, 1 - beta**c is exactly 1.0 either way.
+            if max(beta ** float(c) for c in count) < 2.0**-60:
+                m = list(ema)
+            else:
+                powers = (beta ** torch.tensor(count, dtype=torch.float64)).tolist()
+                m = [e / (1.0 - p) for e, p in zip(ema, powers)]
+        if self.reference == "target":
+            ref = m[self.target]
+        elif self.reference == "mean":  # torch's reduction order, not Python's
+            ref = torch.tensor(m, dtype=torch.float64).mean().item()
+        else:
+            ref = max(m)
+        scaled = relax * ref
+        w = [scaled / (mt + eps) + (1.0 - relax) if mt > 0 else 1.0 for mt in m]
+        return w, {"ema": _host.to_float32(ema), "count": count}
 
     def check_state(self, state: Mapping[str, Tensor], prefix: str = "") -> None:
         """The EMA of gradient magnitudes and the update counts are ``>= 0``."""

@@ -55,7 +55,7 @@ else
     TASKS=(4 8)
     PREFLIGHT=()
     KERNEL_SIZES=(22 23 24 25 26)
-    TEST_ARGS=(tests/test_ops_triton.py tests/test_ops_triton_real_path.py)
+    TEST_ARGS=(tests/test_ops_triton.py tests/test_ops_triton_real_path.py tests/test_state_safety_cuda.py)
     WORKERS=4
     OP_SIZES=(20 22 24 26)
     OP_PRESET=--quick
@@ -124,8 +124,8 @@ done
 
 PYTEST=(-m pytest -q -o addopts="" -p no:cacheprovider -p no:nbval -ra)
 "$PY" -c "import xdist" 2>/dev/null && PYTEST+=(-n "$WORKERS")
-"$PY" -c "import pytest_timeout" 2>/dev/null && PYTEST+=(--timeout 120)
-step compiled_tests 120 "$PY" "${PYTEST[@]}" "${TEST_ARGS[@]}"
+"$PY" -c "import pytest_timeout" 2>/dev/null && PYTEST+=(--timeout 140)
+step compiled_tests 150 "$PY" "${PYTEST[@]}" "${TEST_ARGS[@]}"
 
 bench op_key_float32 90 op --no-compile --no-kernels --tasks "${TASKS[@]}" \
     --log2-sizes "${OP_SIZES[@]}" --rounds "$ROUNDS" "$OP_PRESET"

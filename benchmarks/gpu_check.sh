@@ -14,7 +14,8 @@
 # or ipywidgets: pytest runs with `-o addopts=""` (the project's addopts load nbval).
 #
 # Order (estimated seconds on an H200): preflight (CUDA, versions, one compiled launch of
-# each pass checked against torch, 15); the Triton passes alone, correctness against
+# each pass checked against torch, 15); the host time of one step on the device path,
+# piece by piece, and its weights against the tensor rule (20); the Triton passes alone, correctness against
 # float64 and bandwidth at T = 4, 8, N = 2^22..2^26, float32 then bfloat16 (35); the
 # compiled kernel tests with xdist (40); op key rows without torch.compile (40); DLRM
 # throughput at T = 4, 8 with 7 rounds, batch 2048 then 32768 (45); kernel launches and
@@ -49,13 +50,14 @@ if [ "$DRY" = 1 ]; then
     THROUGHPUT=(--tiny --rounds 1)
     BIG_BATCH=256
     LAUNCH=(--tiny --log2-n 10 --steps 1 --tasks 4)
+    PROFILE=(--cpu --tasks 3)
 else
     export MBK_TRITON_COMPILED=1
     DEVICE=cuda
     TASKS=(4 8)
     PREFLIGHT=()
     KERNEL_SIZES=(22 23 24 25 26)
-    TEST_ARGS=(tests/test_ops_triton.py tests/test_ops_triton_real_path.py tests/test_state_safety_cuda.py)
+    TEST_ARGS=(tests/test_ops_triton.py tests/test_ops_triton_real_path.py tests/test_state_safety_cuda.py tests/test_device_path.py)
     WORKERS=4
     OP_SIZES=(20 22 24 26)
     OP_PRESET=--quick
@@ -63,6 +65,7 @@ else
     THROUGHPUT=(--quick --rounds 7)
     BIG_BATCH=32768
     LAUNCH=()
+    PROFILE=()
 fi
 
 left() { echo $((DEADLINE_S - SECONDS)); }
@@ -117,6 +120,9 @@ if [ $? -eq 2 ]; then
     echo "aborted: no CUDA device" | tee -a "$OUT/status.txt"
     exit 2
 fi
+step device_profile 60 "$PY" benchmarks/device_path_profile.py "${PROFILE[@]}" \
+    --json "$WORK/device_profile.json"
+save device_profile
 for dtype in float32 bfloat16; do
     bench "kernels_$dtype" 60 op --kernels-only --dtype "$dtype" --tasks "${TASKS[@]}" \
         --log2-sizes "${KERNEL_SIZES[@]}" --rounds "$ROUNDS" "$OP_PRESET"
@@ -130,9 +136,9 @@ step compiled_tests 150 "$PY" "${PYTEST[@]}" "${TEST_ARGS[@]}"
 bench op_key_float32 90 op --no-compile --no-kernels --tasks "${TASKS[@]}" \
     --log2-sizes "${OP_SIZES[@]}" --rounds "$ROUNDS" "$OP_PRESET"
 bench throughput 90 throughput "${THROUGHPUT[@]}" --tasks "${TASKS[@]}" \
-    --methods multibalance detach param_metabalance
+    --methods multibalance multibalance_tensor detach param_metabalance
 bench throughput_big_batch 60 throughput "${THROUGHPUT[@]}" --tasks "${TASKS[@]}" \
-    --batch "$BIG_BATCH" --methods multibalance
+    --batch "$BIG_BATCH" --methods multibalance multibalance_tensor
 step launch_count 60 "$PY" benchmarks/launch_count.py --device "$DEVICE" "${LAUNCH[@]}" \
     --json "$WORK/launch_count.json"
 save launch_count

@@ -84,26 +84,28 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for t in args.tasks:
         grads = [torch.randn(1 << args.log2_n, device=device) for _ in range(t)]
-        for check in (True, False):
+        for check, fast in ((True, True), (False, True), (True, False), (False, False)):
             bal = Balancer(MultiBalanceRule(t), range_check=check).to(device)
+            bal._device_rule = bal._device_rule and fast
             counts = count(lambda b=bal, g=grads: b._combine(g), device, args.steps)
-            rows.append({"what": "combine", "tasks": t, "range_check": check, **counts})
+            what = "combine" if fast else "combine_general"
+            rows.append({"what": what, "tasks": t, "range_check": check, **counts})
         del grads
         cfg = ThroughputConfig(args.device, batch=args.batch)
         if args.tiny:
             cfg.model = TINY_DLRM
-        methods, _ = build_methods(cfg, t, ["sum", "multibalance"])
+        methods, _ = build_methods(cfg, t, ["sum", "multibalance", "multibalance_tensor"])
         for name, method in methods.items():
             counts = count(method.step, device, args.steps)
             rows.append({"what": f"train_{name}", "tasks": t, "batch": cfg.batch, **counts})
     head = (
-        f"{'what':<20}{'T':>3}{'kernels':>9}{'memcpy':>8}{'memset':>8}{'launches':>10}{'syncs':>7}"
+        f"{'what':<28}{'T':>3}{'kernels':>9}{'memcpy':>8}{'memset':>8}{'launches':>10}{'syncs':>7}"
     )
     print(f"{args.device}: per step\n{head}")
     for r in rows:
         what = r["what"] + ("" if r.get("range_check", True) else " (no check)")
         print(
-            f"{what:<20}{r['tasks']:>3}{r['kernels']:>9.1f}{r['memcpy']:>8.1f}"
+            f"{what:<28}{r['tasks']:>3}{r['kernels']:>9.1f}{r['memcpy']:>8.1f}"
             f"{r['memset']:>8.1f}{r['launch_calls']:>10.1f}{r['syncs']:>7.1f}"
         )
     if args.json:

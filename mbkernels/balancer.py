@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from . import _host, ops
+from . import _device, _host, ops
 from ._validation import check_choice, check_int
 from .amp import check_grad_scaler, current_scale, unscale_gram
 from .distributed import active_group, all_reduce_gram, check_process_group
@@ -185,6 +185,9 @@ class Balancer(nn.Module):
         self._host_views: tuple[dict[str, Tensor], list[int], dict[str, Any]] | None = None
         # a step taken on the host path, from which `stats` is built when read
         self._host_record: tuple[Any, ...] | None = None
+        # The GPU device path (mbkernels._device) and the record of its latest step.
+        self._device_rule = _device.has_device_step(rule)
+        self._device_record: Tensor | None = None
 
     # ------------------------------------------------------------------ forward
     def forward(self, z: Tensor) -> tuple[Tensor, ...]:
@@ -210,6 +213,12 @@ class Balancer(nn.Module):
             # balance or learn from. The plain sum has the right shape, dtype and device,
             # and the state is not touched.
             return _plain_sum(gs)
+        if self._device_rule and len(gs) == self.num_tasks:
+            state = _device.buffers(self, gs[0])
+            if state is not None:
+                combined = _device.combine(self, gs, state)
+                if combined is not None:
+                    return combined
         fast = None  # pass 1 of a host-path step that could not finish there
         views = self._host_ready(gs[0]) if len(gs) == self.num_tasks else None
         if views is not None:
@@ -344,6 +353,7 @@ class Balancer(nn.Module):
         # plain attributes, set without nn.Module.__setattr__'s checks (~1 µs each)
         self.__dict__["_stats"] = None
         self.__dict__["_host_record"] = (values, cross, weights, new_state, step)
+        self.__dict__["_device_record"] = None
         if self._warned:  # a streak of refused steps ended
             self.__dict__["_warned"] = False
         return combined, None
@@ -474,6 +484,7 @@ class Balancer(nn.Module):
                 self._buffers[name] = value.clone()
         self._stats = proposal.stats
         self._host_record = None
+        self._device_record = None
         self._watch_refusals(proposal.streak)
 
     def _watch_refusals(self, streak: Tensor) -> None:
@@ -490,11 +501,15 @@ class Balancer(nn.Module):
         pending = self._pending_streak
         if pending is not None and pending[1].query():
             self._check_refusals(int(pending[0]))
-        host = torch.empty((), dtype=torch.int64, pin_memory=True)
+            host, event = pending  # read and done: reused (the copy below is queued after)
+            if host.dtype != streak.dtype:
+                host = torch.empty((), dtype=streak.dtype, pin_memory=True)
+        else:  # no conversion on the way: the pinned copy has the count's dtype
+            host = torch.empty((), dtype=streak.dtype, pin_memory=True)
+            event = torch.cuda.Event()
         host.copy_(streak, non_blocking=True)
-        event = torch.cuda.Event()
         event.record()
-        self._pending_streak = (host, event)
+        self.__dict__["_pending_streak"] = (host, event)
 
     def _check_refusals(self, count: int) -> None:
         assert self.warn_after_refused is not None
@@ -556,6 +571,8 @@ class Balancer(nn.Module):
         """Statistics of the latest backward (``None`` before the first one)."""
         if self._stats is None and self._host_record is not None:
             self._stats = self._host_stats(*self._host_record)
+        if self._stats is None and self._device_record is not None:
+            self._stats = _device.stats(self._device_record, self.num_tasks)
         return self._stats
 
     def _host_stats(
@@ -595,6 +612,7 @@ class Balancer(nn.Module):
         self.refused_streak.zero_()
         self._stats = None
         self._host_record = None
+        self._device_record = None
         self._warned = False
         self._pending_streak = None
 

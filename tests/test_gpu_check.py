@@ -27,8 +27,8 @@ BENCH_STEPS = [
     "op_compile_float32",
     "op_key_bfloat16",
 ]
-STEPS = ["preflight", *BENCH_STEPS[:2], "compiled_tests", *BENCH_STEPS[2:5], "launch_count"]
-STEPS += BENCH_STEPS[5:]
+STEPS = ["preflight", "device_profile", *BENCH_STEPS[:2], "compiled_tests", *BENCH_STEPS[2:5]]
+STEPS += ["launch_count", *BENCH_STEPS[5:]]
 
 pytestmark = pytest.mark.skipif(shutil.which("timeout") is None, reason="needs coreutils")
 
@@ -56,7 +56,8 @@ def test_dry_run_runs_every_step_in_order_and_saves_each_result(tmp_path) -> Non
     assert all(" rc=0 " in line for line in status[:-1]), status
     assert "0 step(s) failed" in status[-1]
     results = json.loads((tmp_path / "results.json").read_text())
-    assert sorted(results) == sorted([*BENCH_STEPS, "launch_count"])
+    assert sorted(results) == sorted([*BENCH_STEPS, "launch_count", "device_profile"])
+    assert results["device_profile"]["rows"][0]["max_ulp_vs_tensor_rule"] >= 0
     for name in ("kernels_float32", "kernels_bfloat16"):
         op = results[name]["op"]
         assert op["rows"] == [] and op["failures"] == []
@@ -66,10 +67,11 @@ def test_dry_run_runs_every_step_in_order_and_saves_each_result(tmp_path) -> Non
         assert op["rows"] and op["kernel_rows"] == [] and op["failures"] == []
     assert results["op_compile_float32"]["op"]["config"]["compile"]
     assert {r["method"] for r in results["throughput"]["throughput"]["rows"]} == {
-        "sum", "multibalance", "detach", "param_metabalance"
+        "sum", "multibalance", "multibalance_tensor", "detach", "param_metabalance"
     }  # fmt: skip
     assert {r["what"] for r in results["launch_count"]["rows"]} == {
-        "combine", "train_sum", "train_multibalance"
+        "combine", "combine_general", "train_sum", "train_multibalance",
+        "train_multibalance_tensor",
     }  # fmt: skip
     assert " passed" in log  # the kernel tests ran (with -o addopts="": no nbval needed)
 

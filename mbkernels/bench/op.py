@@ -10,6 +10,9 @@ does, without the model around it):
 * ``fused_full`` (CPU only): the same with ``full_gram=True`` (the inner
   products between tasks too, as rules like MGDA need): the price of the
   cosines on a CPU.
+* ``fused_general`` (CUDA only): ``fused`` with the device path off
+  (:mod:`mbkernels._device`): the Triton passes with the rule and its state handling as
+  PyTorch ops (the general tensor path), for a before/after in one run.
 * ``fused_torch`` (CUDA only): the PyTorch path on the GPU, for comparison.
 * ``naive``: ``torch.stack`` of the gradients, per-task norms, EMA, weights,
   broadcast weighted sum — what one writes without thinking about memory.
@@ -126,16 +129,17 @@ def _candidates(
 ) -> dict[str, Callable[[], Tensor]]:
     t = len(grads)
     cands: dict[str, Callable[[], Tensor]] = {}
-    variants = (  # name: (backend, full_gram, range_check)
-        {"fused": ("auto", False, True), "fused_nocheck": ("auto", False, False),
-         "fused_torch": ("torch", False, True)}
+    variants = (  # name: (backend, full_gram, range_check, fast paths on)
+        {"fused": ("auto", False, True, True), "fused_nocheck": ("auto", False, False, True),
+         "fused_general": ("auto", False, True, False), "fused_torch": ("torch", False, True, True)}
         if device.type == "cuda"
-        else {"fused": ("auto", False, True), "fused_nocheck": ("auto", False, False),
-              "fused_full": ("auto", True, True)}
+        else {"fused": ("auto", False, True, True), "fused_nocheck": ("auto", False, False, True),
+              "fused_full": ("auto", True, True, True)}
     )  # fmt: skip
-    for name, (backend, full_gram, check) in variants.items():
+    for name, (backend, full_gram, check, fast) in variants.items():
         rule = MultiBalanceRule(t, beta=BETA, relax=RELAX, eps=EPS, bias_correction=False)
         bal = Balancer(rule, backend=backend, full_gram=full_gram, range_check=check).to(device)
+        bal._device_rule = bal._device_rule and fast
 
         def fused(bal: Balancer = bal) -> Tensor:
             out = bal._combine(grads)  # the fork's backward, without the model around it

@@ -13,8 +13,9 @@ it is not. Models:
 
 Methods (each on its own copy of one initial model, same batch): ``sum`` (the
 baseline), ``multibalance`` (:class:`mbkernels.MultiBalance`, default settings),
-``multibalance_tensor`` (the same with the CPU host path off: every step through the
-general tensor path that CUDA runs; :mod:`mbkernels._host`), ``equal_fork``
+``multibalance_tensor`` (the same with the CPU host path and the GPU device path off:
+every step through the general tensor path; :mod:`mbkernels._host`,
+:mod:`mbkernels._device`), ``equal_fork``
 (``Balancer(Equal)``: the fork and its statistics with fixed weights), and two bare
 forks (:func:`mbkernels.fork.fork`) without a balancer: ``fork_sum`` adds the T task
 gradients up (the plain sum's gradient: what the fork itself costs) and ``fork_hold``
@@ -160,7 +161,8 @@ def _balancer(name: str, num_tasks: int, **kwargs: Any) -> Balancer | None:
         return MultiBalance(num_tasks, **kwargs)
     if name == "multibalance_tensor":
         bal = MultiBalance(num_tasks, **kwargs)
-        bal._host_rule = False  # the general tensor path (CUDA's, and the host path's fallback)
+        bal._host_rule = False  # the general tensor path (the fallback of both fast paths)
+        bal._device_rule = False
         return bal
     return Balancer(Equal(num_tasks), **kwargs)
 

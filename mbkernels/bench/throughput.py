@@ -4,8 +4,8 @@ Methods (each on its own copy of the same initial model, same batch, SGD):
 
 * ``sum``: plain sum of the task losses, one backward (the baseline);
 * ``multibalance``: :class:`mbkernels.MultiBalance` through the fork, one backward;
-* ``multibalance_tensor``: the same with the CPU host path off (the general tensor path;
-  only when named in ``--methods``);
+* ``multibalance_tensor``: the same with the CPU host path and the GPU device path off
+  (the general tensor path; only when named in ``--methods``);
 * ``fork_only``: the fork with every weight 1 and no statistics (pass 2 only): the
   plain sum's gradient, but with all T task gradients of Z held until the last one
   arrives, as autograd must for any exact rebalancing. Not a method anyone would
@@ -107,10 +107,11 @@ def multibalance(model: DLRM, batch: Batch) -> Method:
 
 
 def multibalance_tensor(model: DLRM, batch: Batch) -> Method:
-    """``multibalance`` with the CPU host path off (:mod:`mbkernels._host`): every step
-    through the general tensor path, which CUDA runs."""
+    """``multibalance`` with the CPU host path (:mod:`mbkernels._host`) and the GPU device
+    path (:mod:`mbkernels._device`) off: every step through the general tensor path."""
     method = multibalance(model, batch)
     method.extra["balancer"]._host_rule = False
+    method.extra["balancer"]._device_rule = False
     method.name = "multibalance_tensor"
     return method
 

@@ -139,7 +139,7 @@ def _gram_kernel(
 @triton.jit
 def _weighted_sum_kernel(
     table_ptr,  # int64[T]
-    weight_ptr,  # float32[T]
+    weight_ptr,  # float32[T] or float64[T] (rounded to float32 here)
     out_ptr,  # [N] in the gradients' dtype
     n_elements,
     T: tl.constexpr,
@@ -153,7 +153,7 @@ def _weighted_sum_kernel(
     acc = tl.zeros((BLOCK,), dtype=tl.float32)
     for t in tl.static_range(T):
         base = tl.load(table_ptr + t).to(tl.pointer_type(DTYPE))
-        w = tl.load(weight_ptr + t)
+        w = tl.load(weight_ptr + t).to(tl.float32)  # float32 or float64 weights
         ptrs = base + cols
         if ALIGNED:  # as in pass 1: vector loads instead of one element per instruction
             ptrs = tl.multiple_of(ptrs, 16)
@@ -181,9 +181,12 @@ def _check_size(n: int) -> None:
         )
 
 
-def _on(device: torch.device) -> contextlib.AbstractContextManager[object]:
-    """Launch on the gradients' GPU: Triton uses the current device's stream."""
-    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+def on_device(device: torch.device) -> contextlib.AbstractContextManager[object]:
+    """Launch on the gradients' GPU: Triton uses the current device's stream (switching
+    devices costs two driver calls, skipped when it is already current)."""
+    if device.type != "cuda" or device.index == torch.cuda.current_device():
+        return contextlib.nullcontext()
+    return torch.cuda.device(device)
 
 
 def _aligned(grads: Sequence[Tensor]) -> bool:
@@ -192,13 +195,30 @@ def _aligned(grads: Sequence[Tensor]) -> bool:
     return all(g.data_ptr() % 16 == 0 for g in grads)
 
 
-def _pointer_table(grads: Sequence[Tensor]) -> Tensor:
-    ptrs = torch.tensor([g.data_ptr() for g in grads], dtype=torch.int64)
+#: Device tables of recent address sets, per (device, stream): the caching allocator
+#: hands autograd the same blocks step after step, so in steady training the table of
+#: a step is usually already on the device and no copy is needed.
+_TABLES: dict[tuple[object, ...], Tensor] = {}
+_TABLES_KEPT = 16
+
+
+def pointer_table(grads: Sequence[Tensor]) -> Tensor:
+    """The gradients' base addresses as an int64 tensor on their device: on CUDA one
+    small copy queued without waiting, or none when the same addresses were seen on
+    this stream recently (the table's values are the addresses, so it stays valid)."""
+    ptrs = [g.data_ptr() for g in grads]
     device = grads[0].device
-    if device.type == "cuda":
+    if device.type != "cuda":
+        return torch.tensor(ptrs, dtype=torch.int64)
+    key = (device, torch.cuda.current_stream(device).cuda_stream, *ptrs)
+    table = _TABLES.get(key)
+    if table is None:
+        if len(_TABLES) >= _TABLES_KEPT:
+            del _TABLES[next(iter(_TABLES))]  # the oldest
         # Pinned + non_blocking: the copy is queued on the stream, the host never waits.
-        return ptrs.pin_memory().to(device, non_blocking=True)
-    return ptrs
+        host = torch.tensor(ptrs, dtype=torch.int64).pin_memory()
+        table = _TABLES[key] = host.to(device, non_blocking=True)
+    return table
 
 
 def _num_programs(n_blocks: int, device: torch.device, per_sm: int = 4) -> int:
@@ -273,13 +293,12 @@ def gram_programs(t: int, n_blocks: int, device: torch.device) -> tuple[int, int
     return gram_grid(n_blocks, _num_programs(n_blocks, device, per_sm))
 
 
-def gram_triton(grads: Sequence[Tensor]) -> Tensor:
-    """Pass 1: float32 Gram matrix of equally shaped gradients."""
-    grads = _contiguous(grads)
+def gram_partials(grads: Sequence[Tensor], table: Tensor) -> Tensor:
+    """Pass 1's ``[P, T_PAD, T_PAD]`` float32 partial Gram matrices of contiguous, equally
+    shaped gradients of ``n >= 1`` elements whose base addresses are in ``table``
+    (:func:`pointer_table`); their sum over the first dimension is the Gram matrix."""
     t, n = len(grads), grads[0].numel()
     device = grads[0].device
-    if n == 0:
-        return torch.zeros(t, t, dtype=torch.float32, device=device)
     _check_size(n)
     t_pad, block, num_warps = gram_launch(t)
     outer = t <= OUTER_MAX_TASKS
@@ -288,9 +307,8 @@ def gram_triton(grads: Sequence[Tensor]) -> Tensor:
     n_blocks = triton.cdiv(n, block)
     programs, per_program = gram_programs(t, n_blocks, device)
     partial = torch.empty(programs, t_pad, t_pad, dtype=torch.float32, device=device)
-    table = _pointer_table(grads)
     dtype = _TL_DTYPES[grads[0].dtype]
-    with _on(device):
+    with on_device(device):
         if outer:
             _gram_outer_kernel[(programs,)](
                 table, partial, n, per_program,
@@ -302,7 +320,40 @@ def gram_triton(grads: Sequence[Tensor]) -> Tensor:
                 T=t, T_PAD=t_pad, BLOCK=block, DTYPE=dtype,
                 ALIGNED=_aligned(grads), num_warps=num_warps,
             )  # fmt: skip
+    return partial
+
+
+def gram_triton(grads: Sequence[Tensor]) -> Tensor:
+    """Pass 1: float32 Gram matrix of equally shaped gradients."""
+    grads = _contiguous(grads)
+    t, n = len(grads), grads[0].numel()
+    if n == 0:
+        return torch.zeros(t, t, dtype=torch.float32, device=grads[0].device)
+    partial = gram_partials(grads, pointer_table(grads))
     return partial.sum(dim=0)[:t, :t]
+
+
+def weighted_sum_into(
+    grads: Sequence[Tensor], weights: Tensor, table: Tensor, out: Tensor
+) -> Tensor:
+    """Pass 2 into ``out`` (``[N]``, the gradients' dtype and device): contiguous, equally
+    shaped gradients of ``n >= 1`` elements with their addresses in ``table``, and
+    contiguous float32 or float64 ``weights`` on their device."""
+    n, dtype, device = grads[0].numel(), grads[0].dtype, grads[0].device
+    _check_size(n)
+    aligned = _aligned(grads)
+    # Loads are vectors only if the mask `cols < n` is uniform over a vector, which the
+    # compiler knows when Triton specialises n as divisible by 16; otherwise they go
+    # element by element and need the smaller register budget.
+    block, num_warps = weighted_sum_launch(len(grads), aligned and n % 16 == 0)
+    if triton_interpreting():
+        block = 256
+    with on_device(device):
+        _weighted_sum_kernel[(triton.cdiv(n, block),)](
+            table, weights, out, n, T=len(grads), BLOCK=block, DTYPE=_TL_DTYPES[dtype],
+            ALIGNED=aligned, num_warps=num_warps,
+        )  # fmt: skip
+    return out
 
 
 def weighted_sum_triton(grads: Sequence[Tensor], weights: Tensor) -> Tensor:
@@ -312,19 +363,6 @@ def weighted_sum_triton(grads: Sequence[Tensor], weights: Tensor) -> Tensor:
     out = torch.empty(n, dtype=dtype, device=device)
     if n == 0:
         return out.view(grads[0].shape)
-    _check_size(n)
     w = weights.to(device=device, dtype=torch.float32).contiguous()
-    aligned = _aligned(grads)
-    # Loads are vectors only if the mask `cols < n` is uniform over a vector, which the
-    # compiler knows when Triton specialises n as divisible by 16; otherwise they go
-    # element by element and need the smaller register budget.
-    block, num_warps = weighted_sum_launch(len(grads), aligned and n % 16 == 0)
-    if triton_interpreting():
-        block = 256
-    table = _pointer_table(grads)
-    with _on(device):
-        _weighted_sum_kernel[(triton.cdiv(n, block),)](
-            table, w, out, n, T=len(grads), BLOCK=block, DTYPE=_TL_DTYPES[dtype],
-            ALIGNED=aligned, num_warps=num_warps,
-        )  # fmt: skip
+    weighted_sum_into(grads, w, pointer_table(grads), out)
     return out.view(grads[0].shape)

@@ -112,7 +112,7 @@ bench() { # bench NAME LIMIT ARGS...: python -m mbkernels.bench ARGS --json, the
 
 {
     echo "DRY=$DRY device=$DEVICE deadline=${DEADLINE_S}s"
-    nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv 2>&1 || true
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv 2>&1 || true
 } >>"$OUT/log.txt"
 
 step preflight 60 "$PY" benchmarks/gpu_preflight.py "${PREFLIGHT[@]}"

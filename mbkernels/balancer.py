@@ -171,7 +171,8 @@ class Balancer(nn.Module):
         self.register_buffer("refused_streak", torch.zeros((), dtype=torch.int64))
         self._stats: BalanceStats | None = None
         self._warned = False  # for the current streak of refused steps
-        self._pending_streak: tuple[Tensor, Any] | None = None  # CUDA: count in flight
+        # CUDA: the count in flight (pinned copy, its event, the count's device)
+        self._pending_streak: tuple[Tensor, Any, torch.device] | None = None
         # The CPU host path (mbkernels._host): the rule has a host implementation, and the
         # dtypes it writes the state in are the buffers' (checked at every step).
         self._host_rule = _has_host_weights(rule)
@@ -499,17 +500,19 @@ class Balancer(nn.Module):
             self._check_refusals(int(streak))
             return
         pending = self._pending_streak
+        stream = torch.cuda.current_stream(streak.device)  # where the copy below is queued
         if pending is not None and pending[1].query():
             self._check_refusals(int(pending[0]))
-            host, event = pending  # read and done: reused (the copy below is queued after)
-            if host.dtype != streak.dtype:
+            host, event, device = pending  # read and done: reused (the copy is queued after)
+            if host.dtype != streak.dtype or device != streak.device:
                 host = torch.empty((), dtype=streak.dtype, pin_memory=True)
+                event = torch.cuda.Event()  # an event belongs to the device it first records on
         else:  # no conversion on the way: the pinned copy has the count's dtype
             host = torch.empty((), dtype=streak.dtype, pin_memory=True)
             event = torch.cuda.Event()
         host.copy_(streak, non_blocking=True)
-        event.record()
-        self.__dict__["_pending_streak"] = (host, event)
+        event.record(stream)
+        self.__dict__["_pending_streak"] = (host, event, streak.device)
 
     def _check_refusals(self, count: int) -> None:
         assert self.warn_after_refused is not None

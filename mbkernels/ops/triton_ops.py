@@ -44,6 +44,7 @@ docs/benchmarks.md has the results.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -200,6 +201,7 @@ def _aligned(grads: Sequence[Tensor]) -> bool:
 #: a step is usually already on the device and no copy is needed.
 _TABLES: dict[tuple[object, ...], Tensor] = {}
 _TABLES_KEPT = 16
+_TABLES_LOCK = threading.Lock()
 
 
 def pointer_table(grads: Sequence[Tensor]) -> Tensor:
@@ -213,11 +215,13 @@ def pointer_table(grads: Sequence[Tensor]) -> Tensor:
     key = (device, torch.cuda.current_stream(device).cuda_stream, *ptrs)
     table = _TABLES.get(key)
     if table is None:
-        if len(_TABLES) >= _TABLES_KEPT:
-            del _TABLES[next(iter(_TABLES))]  # the oldest
         # Pinned + non_blocking: the copy is queued on the stream, the host never waits.
         host = torch.tensor(ptrs, dtype=torch.int64).pin_memory()
-        table = _TABLES[key] = host.to(device, non_blocking=True)
+        table = host.to(device, non_blocking=True)
+        with _TABLES_LOCK:  # autograd runs each GPU's backward on its own thread
+            if len(_TABLES) >= _TABLES_KEPT:
+                del _TABLES[next(iter(_TABLES))]  # the oldest
+            _TABLES[key] = table
     return table
 
 

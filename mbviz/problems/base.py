@@ -48,6 +48,19 @@ class MultiTaskProblem(ABC):
     def num_tasks(self) -> int:
         return len(self.task_names)
 
+    @property
+    def train_size(self) -> int | None:
+        """Rows of a fixed training set (``None``: batches are drawn from a generator, so
+        there are no epochs). Problems with a value also implement :meth:`train_batch`."""
+        return None
+
+    def train_batch(self, idx: Tensor) -> Batch:
+        """The training rows ``idx`` (problems with a fixed training set; see
+        :attr:`train_size`). The runner's ``epochs=`` walks a permutation of them."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no fixed training set: train it by steps, not epochs"
+        )
+
     @abstractmethod
     def make_model(self, arch: str = "shared_bottom") -> MultiTaskModel:
         """A freshly initialised model (seed torch first for reproducibility)."""

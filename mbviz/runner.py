@@ -42,6 +42,7 @@ Pareto front (:func:`sweep_preferences`).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -454,7 +455,7 @@ def train(
             return step % config.eval_every == 0 or step == total
         return per_epoch is not None and (step % per_epoch == 0 or step == total)
 
-    best: tuple[float, int, dict[str, Tensor]] | None = None
+    best: tuple[float, int, dict[str, Any]] | None = None
     first_val: dict[str, dict[str, float]] | None = None
     since_best = 0
     bar = tqdm(
@@ -483,7 +484,7 @@ def train(
                 first_val = first_val or val
                 score = monitor_score(config.monitor, problem, val, first_val)
                 if best is None or score > best[0]:
-                    snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    snapshot = copy.deepcopy(model.state_dict())
                     best, since_best = (score, step, snapshot), 0
                 else:  # NaN scores never improve
                     since_best += 1
@@ -546,16 +547,25 @@ def results_table(results: Sequence[RunResult]):  # -> pandas.DataFrame
 def single_task_baselines(
     problem: MultiTaskProblem, config: RunConfig | None = None, **overrides: Any
 ) -> list[RunResult]:
-    """One run per task, trained on that task alone (preference one-hot, equal rule)."""
+    """One run per task, trained on that task alone (preference one-hot, equal rule).
+
+    With a ``monitor``, each run stops early on its own task's primary validation metric
+    (the other tasks are untrained there)."""
     config = replace(config or RunConfig(), **overrides)
     out = []
     for t in range(problem.num_tasks):
         pref = tuple(1.0 if u == t else 0.0 for u in range(problem.num_tasks))
+        monitor = None if config.monitor is None else problem.task_names[t]
         out.append(
             train(
                 problem,
                 replace(
-                    config, rule="equal", level="representation", preference=pref, rule_kwargs={}
+                    config,
+                    rule="equal",
+                    level="representation",
+                    preference=pref,
+                    rule_kwargs={},
+                    monitor=monitor,
                 ),
             )
         )

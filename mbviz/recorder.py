@@ -11,6 +11,9 @@
         opt.step()
     mbviz.figures.magnitudes_and_weights(rec.history())
 
+The cosine columns need the off-diagonal Gram entries: build the balancer with
+``full_gram=True`` (otherwise they are NaN, as in ``bal.stats.cosine``).
+
 The history has the columns of :attr:`mbviz.runner.RunResult.history`: one row per
 (step, task) with ``step, task, loss, norm, ema, weight, cos_<task>..., step_time, rule,
 level, seed``.
@@ -21,6 +24,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+import torch
 
 from mbkernels import cosine_from_gram
 
@@ -45,6 +50,10 @@ def stats_values(
     weights = [float(v) for v in stats.weights.tolist()]
     cos = cosine_from_gram(stats.gram).tolist()
     return norms, ema, weights, cos
+
+
+def _to_float(value: Any) -> float:
+    return float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
 
 
 def history_columns(task_names: Sequence[str]) -> list[str]:
@@ -94,7 +103,7 @@ class StatsRecorder:
         backward). ``losses``: the per-task losses (tensors or floats; NaN if omitted).
         ``step`` defaults to one more than the last recorded step."""
         T = len(self.task_names)
-        loss_v = [math.nan] * T if losses is None else [float(v) for v in losses]
+        loss_v = [math.nan] * T if losses is None else [_to_float(v) for v in losses]
         if len(loss_v) != T:
             raise ValueError(f"losses must have {T} entries (one per task), got {len(loss_v)}")
         step = self._step + 1 if step is None else int(step)

@@ -73,11 +73,20 @@ class Comparison:
         return pd.DataFrame(rows)
 
     def summary(self, *, digits: int = 4):  # -> pandas.DataFrame
-        """Mean ± std over seeds per method (strings), methods as rows."""
+        """Mean ± std over seeds per method (strings), methods as rows; with one seed,
+        the values alone."""
         t = self.table()
         cols = [c for c in t.columns if c not in ("rule", "level", "seed")]
         out = {}
         for rule, g in t.groupby("rule", sort=False):
+            if len(g) == 1:
+                out[rule] = {
+                    c: f"{g[c].iloc[0]:+.{digits}f}"
+                    if c == "delta_m"
+                    else f"{g[c].iloc[0]:.{digits}f}"
+                    for c in cols
+                }
+                continue
             out[rule] = {
                 c: f"{g[c].mean():+.{digits}f} ± {g[c].std(ddof=1):.{digits}f}"
                 if c == "delta_m"
@@ -95,7 +104,7 @@ def compare(
     seeds: Sequence[int] = (0, 1, 2),
     config: RunConfig | None = None,
     rule_kwargs: dict[str, dict[str, Any]] | None = None,
-    progress: bool = False,
+    progress: bool = True,
     **overrides: Any,
 ) -> Comparison:
     """Train every rule with every seed, plus single-task baselines per seed.
@@ -107,14 +116,14 @@ def compare(
         config: the shared :class:`~mbviz.runner.RunConfig` (default: 300 steps x 512,
             Adam lr 1e-2); ``overrides`` change its fields.
         rule_kwargs: per-rule hyperparameters.
-        progress: one progress bar over all runs (each run's own bar is the config's
-            ``progress``).
+        progress: one progress bar over all runs (``False``: none); the runs' own bars
+            are off either way.
     """
     if problem is None:
         from .problems import MovieLensProblem
 
         problem = MovieLensProblem()
-    base = replace(config or RunConfig(steps=300, batch_size=512), **overrides)
+    base = replace(config or RunConfig(steps=300, batch_size=512), **overrides, progress=False)
     kw = rule_kwargs or {}
     baseline_runs: list[RunResult] = []
     baselines: dict[int, dict[str, float]] = {}

@@ -3,7 +3,7 @@
     python -m mbviz compare                      # MovieLens, equal vs MultiBalance vs MGDA-UB
     python -m mbviz compare --rules equal multibalance pcgrad --seeds 0 1 2 3 --steps 600
 
-or on your own table (tasks as ``column:kind``, kind ``binary`` or ``regression``)::
+or on your own table (tasks as ``column:kind``, kind ``binary``, ``regression`` or ``count``)::
 
     python -m mbviz compare --csv wage.csv --tasks wage:regression insured:binary \
         --features age education --epochs 5 --monitor mean --patience 2 -o runs.csv
@@ -171,7 +171,10 @@ def add_parser(sub: Any) -> None:
     src.add_argument("--csv", metavar="FILE", help="read the table with pandas.read_csv")
     src.add_argument("--parquet", metavar="FILE", help="read it with pandas.read_parquet")
     own.add_argument(
-        "--tasks", nargs="+", metavar="COL:KIND", help="task columns, KIND binary or regression"
+        "--tasks",
+        nargs="+",
+        metavar="COL:KIND",
+        help="task columns, KIND binary, regression or count",
     )
     own.add_argument("--features", nargs="+", metavar="COL", help="default: every other column")
     own.add_argument(
@@ -219,7 +222,9 @@ def _table_problem(args: argparse.Namespace) -> MultiTaskProblem:
     from .problems import TabularProblem
 
     if not args.tasks:
-        raise ValueError("--csv/--parquet needs --tasks COL:KIND ... (KIND binary or regression)")
+        raise ValueError(
+            "--csv/--parquet needs --tasks COL:KIND ... (KIND binary, regression or count)"
+        )
     kwargs: dict[str, Any] = {
         "features": args.features,
         "categorical": args.categorical,

@@ -227,7 +227,7 @@ class TabularSharedBottom(MultiTaskModel):
     ``out_shift[t] + out_scale[t] * tower_t(z_t)``, so a regression task's prediction comes
     out in its own units (shift and scale are its training mean and standard deviation)
     while every tower starts at the same scale. Binary tasks keep shift 0 and scale 1
-    (a logit).
+    (a logit); count tasks predict a log rate (shift: the log of the mean count).
     """
 
     def __init__(

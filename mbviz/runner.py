@@ -181,7 +181,7 @@ def parse_monitor(monitor: str, problem: MultiTaskProblem) -> tuple[str | None, 
     kind = problem.task_kinds[problem.task_names.index(task)]
     if not metric:
         return task, M.PRIMARY_METRIC[kind]
-    allowed_metrics = ("auc", "ne", "logloss") if kind == "binary" else ("rmse",)
+    allowed_metrics = M.METRICS[kind]
     if metric not in allowed_metrics:
         raise ValueError(
             f"monitor metric for {kind} task {task!r} must be one of {allowed_metrics}, "

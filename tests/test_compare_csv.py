@@ -55,7 +55,7 @@ def test_compare_csv_prints_the_table_and_writes_runs(csv_path, tmp_path, capsys
         (lambda d: d.assign(clicked=3), ["clicked:binary"], "binary task 'clicked' must hold"),
         (lambda d: d.assign(y_big=np.nan), ["y_big:regression"], "task 'y_big' .*no labels"),
         (lambda d: d.assign(x1=1.0), ["y_small:regression"], "feature 'x1' is constant"),
-        (None, ["y_small:count"], "kind of column 'y_small' must be one of"),
+        (None, ["y_small:ordinal"], "kind of column 'y_small' must be one of"),
         (None, ["y_small"], "must be COLUMN:KIND"),
     ],
 )

@@ -146,7 +146,8 @@ def test_model_outputs_in_task_units() -> None:
         (lambda d: d.assign(y_big=np.nan), {}, "task 'y_big' .*no labels"),
         (lambda d: d.assign(x2=7.0), {}, "feature 'x2' is constant"),
         (lambda d: d.assign(colour="red"), {}, "feature 'colour' is constant"),
-        (None, {"tasks": {"y_small": "count"}}, "task 'y_small': kind must be one of"),
+        (None, {"tasks": {"y_small": "multiclass"}}, "task 'y_small': kind must be one of"),
+        (None, {"tasks": {"y_small": "count"}}, "count task 'y_small' must hold non-negative"),
         (None, {"categorical_encoding": "hash"}, "categorical_encoding must be one of"),
         (None, {"masks": {"zzz": "has_bought"}}, "masks names 'zzz'"),
         (None, {"features": ["x1", "y_small"]}, "'y_small' is both a feature and a task"),
@@ -181,3 +182,33 @@ def test_csv_round_trip_and_parquet_error(tmp_path) -> None:
     except ImportError:
         with pytest.raises(ValueError, match="pyarrow"):
             TabularProblem.from_parquet(tmp_path / "t.parquet", TASKS)
+
+
+def test_poisson_deviance_matches_the_log_likelihood_ratio() -> None:
+    from scipy.stats import poisson
+
+    from mbviz.metrics import poisson_deviance
+
+    y = np.array([0, 1, 3, 7, 2])
+    mu = np.array([0.5, 1.0, 2.5, 9.0, 2.0])
+    ref = 2 * np.mean(poisson.logpmf(y, np.maximum(y, 1e-300)) - poisson.logpmf(y, mu))
+    assert poisson_deviance(y, mu) == pytest.approx(ref, rel=1e-10)
+    assert poisson_deviance(y[1:], y[1:]) == 0.0
+
+
+def test_count_task_learns_its_rate(one_thread) -> None:
+    from mbviz.runner import train
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(600)
+    df = pd.DataFrame({"x": x, "visits": rng.poisson(np.exp(1.0 + 0.8 * x)), "y": x})
+    p = TabularProblem(df, {"visits": "count", "y": "regression"}, ["x"], hidden=(16,))
+    assert p.target_shift[0] == pytest.approx(np.log(df["visits"].iloc[p.rows["train"]].mean()))
+    res = train(p, rule="multibalance", epochs=15, batch_size=64, progress=False)
+    test = df.iloc[p.rows["test"]]
+    from mbviz.metrics import poisson_deviance
+
+    mean_only = poisson_deviance(test["visits"], np.full(len(test), test["visits"].mean()))
+    truth = poisson_deviance(test["visits"], np.exp(1.0 + 0.8 * test["x"]))
+    got = res.test["visits"]["poisson_deviance"]
+    assert got < 0.5 * mean_only and got < 1.2 * truth

@@ -13,11 +13,13 @@ Categorical columns (non-numeric dtype, or listed in ``categorical=``) become em
 (``categorical_encoding="embedding"``, code 0 = missing or a category unseen in
 training) or one-hot columns (``"onehot"``, all zeros for missing or unseen).
 
-Tasks: ``"binary"`` (values 0/1 or bool; BCE on a logit) or ``"regression"`` (numeric;
+Tasks: ``"binary"`` (values 0/1 or bool; BCE on a logit), ``"regression"`` (numeric;
 MSE in the column's own units: the model's tower predicts on a standard scale and its
 output is mapped back with the training mean and standard deviation, see
-:class:`mbviz.models.TabularSharedBottom`). A missing label (NaN), or a ``False`` in the
-task's mask column (``masks={task: column}``), counts in no loss and no metric.
+:class:`mbviz.models.TabularSharedBottom`) or ``"count"`` (non-negative integers; Poisson
+NLL on a log rate that starts at the log of the training mean). A missing label (NaN), or
+a ``False`` in the task's mask column (``masks={task: column}``), counts in no loss and no
+metric.
 
 Split: ``split="random"`` (rows permuted with ``seed``) or ``time_col=`` (earliest rows
 train, latest test; see :func:`mbviz.problems.tabular_split.time_split`).
@@ -69,6 +71,14 @@ def _check_task(pd: Any, df: Any, name: str, kind: str, labelled: np.ndarray) ->
         raise ValueError(f"task {name!r} ({kind}) has no labels: every value is missing or masked")
     if not np.isfinite(y[ok]).all():
         raise ValueError(f"task {name!r} has infinite values")
+    if kind == "count":
+        v = y[ok]
+        bad_counts = v[(v < 0) | (v != np.round(v))]
+        if len(bad_counts):
+            raise ValueError(
+                f"count task {name!r} must hold non-negative integers (or missing), "
+                f"found {sorted(set(bad_counts.tolist()))[:5]}"
+            )
     if kind == "binary":
         bad = sorted(set(np.unique(y[ok]).tolist()) - {0.0, 1.0})
         if bad:
@@ -85,7 +95,7 @@ class TabularProblem(MultiTaskProblem):
 
     Args:
         df: the table, one example per row.
-        tasks: task column -> kind ("binary" or "regression"), in task order.
+        tasks: task column -> kind ("binary", "regression" or "count"), in task order.
         features: feature columns; default every column that is not a task, a mask or
             the time column.
         categorical: columns to treat as categorical even if numeric (non-numeric
@@ -259,6 +269,9 @@ class TabularProblem(MultiTaskProblem):
                 sd = float(yt.std())
                 shift.append(float(yt.mean()))
                 scale.append(sd if sd > 0 else 1.0)
+            elif kind == "count":  # log rate: start at the log of the mean count
+                shift.append(float(np.log(max(yt.mean(), 1e-3))))
+                scale.append(1.0)
             else:
                 shift.append(0.0)
                 scale.append(1.0)

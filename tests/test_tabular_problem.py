@@ -185,7 +185,7 @@ def test_csv_round_trip_and_parquet_error(tmp_path) -> None:
 
 
 def test_poisson_deviance_matches_the_log_likelihood_ratio() -> None:
-    from scipy.stats import poisson
+    from scipy.stats import poisson  # the test extra installs scipy
 
     from mbviz.metrics import poisson_deviance
 

@@ -79,6 +79,10 @@ def test_mean_monitor_and_bad_monitors(problem) -> None:
         train(problem, steps=4, eval_every=2, monitor="y_small:auc", progress=False)
     with pytest.raises(ValueError, match="set eval_every > 0 or train by epochs"):
         train(problem, steps=4, monitor="mean", progress=False)
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+        train(problem, epochs=0, progress=False)
+    with pytest.raises(ValueError, match="patience must be an integer >= 0"):
+        train(problem, steps=4, eval_every=2, monitor="mean", patience=-1, progress=False)
 
 
 def test_compare_on_a_table_and_the_scale_imbalance(problem) -> None:

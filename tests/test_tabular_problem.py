@@ -151,6 +151,9 @@ def test_model_outputs_in_task_units() -> None:
         (None, {"categorical_encoding": "hash"}, "categorical_encoding must be one of"),
         (None, {"masks": {"zzz": "has_bought"}}, "masks names 'zzz'"),
         (None, {"features": ["x1", "y_small"]}, "'y_small' is both a feature and a task"),
+        (None, {"seed": -1}, "seed must be an integer >= 0"),
+        (None, {"val_frac": 0.6, "test_frac": 0.5}, "val_frac \\+ test_frac must be below 1"),
+        (None, {"split": "kfold"}, "split must be one of"),
     ],
 )
 def test_bad_spec_names_the_column(change, kwargs, message) -> None:

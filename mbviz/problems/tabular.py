@@ -141,6 +141,8 @@ class TabularProblem(MultiTaskProblem):
             raise ValueError(
                 f"categorical_encoding must be one of {ENCODINGS}, got {categorical_encoding!r}"
             )
+        if not (isinstance(seed, (int, np.integer)) and seed >= 0):
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         if time_col is not None:
             split = "time"
         if split not in SPLITS:

@@ -85,3 +85,12 @@ def test_training_monitor_on_a_table() -> None:
     mon = TrainingMonitor(prob, RunConfig(rule="multibalance", progress=False), update_every=2)
     res = mon.run(epochs=1, batch_size=64)
     assert res.last_step == 5 and len(mon.figure.data[0].x) > 0
+
+
+def test_stability_explorer_on_a_table() -> None:
+    pytest.importorskip("ipywidgets")
+    from mbviz.widgets import StabilityExplorer
+
+    prob = TabularProblem(synthetic_table(), TASKS, FEATURES, masks={"bought": "has_bought"})
+    explorer = StabilityExplorer(problem=prob)
+    assert len(explorer.figure.data) == 2 and len(explorer.figure.data[0].y) > 0

@@ -198,11 +198,15 @@ def monitor_score(
 ) -> float:
     """The monitored value of validation ``metrics``, signed so that higher is better.
 
-    ``first`` is the first evaluation (the baseline of ``"mean"``)."""
+    ``first`` is the first evaluation (the baseline of ``"mean"``; tasks whose first value
+    is 0 or not finite, such as an AUC on a split with one class, are left out of it)."""
     task, metric = parse_monitor(monitor, problem)
     if task is None:
         kinds = dict(zip(problem.task_names, problem.task_kinds))
         prim = {t: M.PRIMARY_METRIC[k] for t, k in kinds.items()}
+        prim = {t: m for t, m in prim.items() if math.isfinite(first[t][m]) and first[t][m] != 0}
+        if not prim:
+            return math.nan
         higher = {t: M.HIGHER_IS_BETTER[m] for t, m in prim.items()}
         cur = {t: metrics[t][m] for t, m in prim.items()}
         base = {t: first[t][m] for t, m in prim.items()}

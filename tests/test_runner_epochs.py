@@ -106,3 +106,19 @@ def test_compare_on_a_table_and_the_scale_imbalance(problem) -> None:
     assert table.loc["MultiBalance", "y_small rmse"] < 0.5 * small_sd
     assert table.loc["MultiBalance", "clicked auc"] > 0.9 > table.loc["Equal", "clicked auc"]
     assert table.loc["MultiBalance", "delta_m"] > table.loc["Equal", "delta_m"] + 20
+
+
+def test_mean_monitor_leaves_out_tasks_without_a_baseline(problem) -> None:
+    from mbviz.runner import monitor_score
+
+    first = {
+        "y_small": {"rmse": 2.0},
+        "y_big": {"rmse": 100.0},
+        "clicked": {"auc": float("nan")},  # one class in the split
+        "bought": {"auc": 0.5},
+    }
+    now = {"y_small": {"rmse": 1.0}, "y_big": {"rmse": 100.0}, "clicked": {"auc": 0.9}}
+    now["bought"] = {"auc": 0.6}
+    # mean of +50% (y_small), 0% (y_big), +20% (bought); clicked left out
+    assert monitor_score("mean", problem, now, first) == pytest.approx(70.0 / 3)
+    assert monitor_score("y_small", problem, now, first) == -1.0  # lower RMSE scores higher

@@ -167,6 +167,16 @@ def test_bad_spec_names_the_column(change, kwargs, message) -> None:
         TabularProblem(df, tasks, features, **kwargs)
 
 
+def test_constant_but_sometimes_missing_feature_keeps_its_indicator() -> None:
+    df = synthetic_table()
+    df["flag"] = np.where(df.index % 3 == 0, 1.0, np.nan)  # 1 or missing
+    p = TabularProblem(df, {"y_small": "regression"}, ["x2", "flag"])
+    assert "flag" not in p.dense_names and "flag missing" in p.dense_names
+    col = p.dense_names.index("flag missing")
+    rows = p.rows["train"]
+    assert np.array_equal(p.split("train").inputs[0][:, col].numpy(), df["flag"].isna()[rows])
+
+
 def test_default_features_are_the_other_columns() -> None:
     df = synthetic_table()[["x1", "x2", "colour", "y_small", "clicked", "day"]]
     p = TabularProblem(df, {"y_small": "regression", "clicked": "binary"}, time_col="day")

@@ -8,7 +8,8 @@
 
 Features: numeric columns are standardised with the *training* rows' mean and standard
 deviation; a missing value becomes 0 (the training mean) plus a 0/1 indicator column
-``<col> missing`` (added for every numeric column with a missing value anywhere).
+``<col> missing`` (added for every numeric column with a missing value anywhere). A column
+constant wherever it is present (on the training rows) keeps its indicator only.
 Categorical columns (non-numeric dtype, or listed in ``categorical=``) become embeddings
 (``categorical_encoding="embedding"``, code 0 = missing or a category unseen in
 training) or one-hot columns (``"onehot"``, all zeros for missing or unseen).
@@ -242,15 +243,16 @@ class TabularProblem(MultiTaskProblem):
             if len(xt) == 0:
                 raise ValueError(f"feature {f!r} is missing on every training row")
             mean, std = float(xt.mean()), float(xt.std())
-            if not std > 0:
+            miss = np.isnan(x)
+            if not std > 0 and not miss[train_rows].any():
                 raise ValueError(
                     f"feature {f!r} is constant on the training rows (every value {mean:g}); "
                     "drop it"
                 )
-            self.feature_stats[f] = (mean, std)
-            miss = np.isnan(x)
-            dense_cols.append(np.where(miss, 0.0, (x - mean) / std).astype(np.float32))
-            self.dense_names.append(f)
+            if std > 0:  # a value present or missing carries no more than its indicator
+                self.feature_stats[f] = (mean, std)
+                dense_cols.append(np.where(miss, 0.0, (x - mean) / std).astype(np.float32))
+                self.dense_names.append(f)
             if miss.any():
                 dense_cols.append(miss.astype(np.float32))
                 self.dense_names.append(f"{f} missing")

@@ -11,6 +11,9 @@ the optional ``[viz]`` dependencies until a piece that uses them is touched::
     prob = mbviz.problems.SyntheticProblem(angle=120, scale_ratio=10)
     res = mbviz.runner.train(prob, mbviz.runner.RunConfig(rule="multibalance", steps=200))
     mbviz.figures.magnitudes_and_weights(res.history).show()
+
+Your own table: :class:`mbviz.problems.TabularProblem`; your own training loop:
+:class:`mbviz.StatsRecorder` / :func:`mbviz.history_from_stats` (docs/own_data.md).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ _SUBMODULES = (
     "metrics",
     "models",
     "problems",
+    "recorder",
     "rules",
     "runner",
     "stability",
@@ -44,6 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
         metrics,
         models,
         problems,
+        recorder,
         rules,
         runner,
         stability,
@@ -51,6 +56,10 @@ if TYPE_CHECKING:  # pragma: no cover
         throughput,
         widgets,
     )
+    from .recorder import StatsRecorder, history_from_stats  # noqa: F401
+
+#: Top-level names that live in a submodule (imported on first use).
+_NAMES = {"StatsRecorder": "recorder", "history_from_stats": "recorder"}
 
 
 def __getattr__(name: str) -> Any:
@@ -58,11 +67,15 @@ def __getattr__(name: str) -> Any:
         module = importlib.import_module(f".{name}", __name__)
         globals()[name] = module
         return module
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'mbviz' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_SUBMODULES])
+    return sorted([*globals(), *_SUBMODULES, *_NAMES])
 
 
-__all__ = ["__version__", *_SUBMODULES]
+__all__ = ["__version__", *_SUBMODULES, *_NAMES]

@@ -3,6 +3,11 @@
     python -m mbviz compare                      # MovieLens, equal vs MultiBalance vs MGDA-UB
     python -m mbviz compare --rules equal multibalance pcgrad --seeds 0 1 2 3 --steps 600
 
+or on your own table (tasks as ``column:kind``, kind ``binary``, ``regression`` or ``count``)::
+
+    python -m mbviz compare --csv wage.csv --tasks wage:regression insured:binary \
+        --features age education --epochs 5 --monitor mean --patience 2 -o runs.csv
+
 or from Python::
 
     from mbviz.experiments import compare
@@ -68,11 +73,20 @@ class Comparison:
         return pd.DataFrame(rows)
 
     def summary(self, *, digits: int = 4):  # -> pandas.DataFrame
-        """Mean ± std over seeds per method (strings), methods as rows."""
+        """Mean ± std over seeds per method (strings), methods as rows; with one seed,
+        the values alone."""
         t = self.table()
         cols = [c for c in t.columns if c not in ("rule", "level", "seed")]
         out = {}
         for rule, g in t.groupby("rule", sort=False):
+            if len(g) == 1:
+                out[rule] = {
+                    c: f"{g[c].iloc[0]:+.{digits}f}"
+                    if c == "delta_m"
+                    else f"{g[c].iloc[0]:.{digits}f}"
+                    for c in cols
+                }
+                continue
             out[rule] = {
                 c: f"{g[c].mean():+.{digits}f} ± {g[c].std(ddof=1):.{digits}f}"
                 if c == "delta_m"
@@ -90,6 +104,7 @@ def compare(
     seeds: Sequence[int] = (0, 1, 2),
     config: RunConfig | None = None,
     rule_kwargs: dict[str, dict[str, Any]] | None = None,
+    progress: bool = True,
     **overrides: Any,
 ) -> Comparison:
     """Train every rule with every seed, plus single-task baselines per seed.
@@ -101,31 +116,45 @@ def compare(
         config: the shared :class:`~mbviz.runner.RunConfig` (default: 300 steps x 512,
             Adam lr 1e-2); ``overrides`` change its fields.
         rule_kwargs: per-rule hyperparameters.
+        progress: one progress bar over all runs (``False``: none); the runs' own bars
+            are off either way.
     """
     if problem is None:
         from .problems import MovieLensProblem
 
         problem = MovieLensProblem()
-    base = replace(config or RunConfig(steps=300, batch_size=512), **overrides)
+    base = replace(config or RunConfig(steps=300, batch_size=512), **overrides, progress=False)
     kw = rule_kwargs or {}
     baseline_runs: list[RunResult] = []
     baselines: dict[int, dict[str, float]] = {}
     results: list[RunResult] = []
+    tqdm = require("tqdm.auto").tqdm
+    bar = tqdm(
+        total=len(seeds) * (problem.num_tasks + len(rules)), desc="compare", disable=not progress
+    )
     for seed in seeds:
+        bar.set_postfix(seed=seed, run="single-task")
         runs = single_task_baselines(problem, replace(base, seed=seed))
+        bar.update(len(runs))
         baseline_runs += runs
         baselines[seed] = baseline_metrics(runs)
         for rule in rules:
+            bar.set_postfix(seed=seed, run=rule)
             results.append(
                 train(problem, replace(base, seed=seed, rule=rule, rule_kwargs=kw.get(rule, {})))
             )
+            bar.update(1)
+    bar.close()
     return Comparison(results, baselines, baseline_runs)
 
 
 # ---------------------------------------------------------------------- command line
 def add_parser(sub: Any) -> None:
     """Register ``compare`` on the ``python -m mbviz`` subparsers."""
-    p = sub.add_parser("compare", help="compare rules on MovieLens over seeds (test metrics, Δm%%)")
+    p = sub.add_parser(
+        "compare",
+        help="compare rules over seeds on MovieLens or your own table (test metrics, Δm%%)",
+    )
     p.add_argument("--rules", nargs="+", default=list(DEFAULT_RULES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=300)
@@ -136,7 +165,93 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-users", type=int, default=None, help="a quick subset of MovieLens")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("-o", "--output", default=None, help="write the per-run table as CSV")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    own = p.add_argument_group("your own table (instead of MovieLens)")
+    src = own.add_mutually_exclusive_group()
+    src.add_argument("--csv", metavar="FILE", help="read the table with pandas.read_csv")
+    src.add_argument("--parquet", metavar="FILE", help="read it with pandas.read_parquet")
+    own.add_argument(
+        "--tasks",
+        nargs="+",
+        metavar="COL:KIND",
+        help="task columns, KIND binary, regression or count",
+    )
+    own.add_argument("--features", nargs="+", metavar="COL", help="default: every other column")
+    own.add_argument(
+        "--categorical", nargs="+", default=[], metavar="COL", help="force categorical"
+    )
+    own.add_argument("--onehot", action="store_true", help="one-hot categoricals (default: embed)")
+    own.add_argument("--time-col", default=None, help="split by this column (else random)")
+    own.add_argument("--val-frac", type=float, default=0.15)
+    own.add_argument("--test-frac", type=float, default=0.15)
+    own.add_argument("--split-seed", type=int, default=0, help="seed of the random split")
+    own.add_argument("--epochs", type=int, default=None, help="train by epochs instead of steps")
+    own.add_argument("--eval-every", type=int, default=0, help="steps between evaluations")
+    own.add_argument("--monitor", default=None, help="early stopping: mean, TASK or TASK:METRIC")
+    own.add_argument("--patience", type=int, default=0, help="evaluations without improvement")
+    own.add_argument(
+        "--reference", default=None, metavar="TASK", help="MultiBalance's reference task"
+    )
+    own.add_argument("--relax", type=float, default=None, help="MultiBalance's relax factor")
     p.set_defaults(func=_run_cli)
+
+
+def parse_tasks(specs: Sequence[str]) -> dict[str, str]:
+    """``["price:regression", "sold:binary"]`` -> ``{"price": "regression", ...}``."""
+    from .problems.base import TASK_KINDS
+
+    tasks: dict[str, str] = {}
+    for spec in specs:
+        col, sep, kind = spec.rpartition(":")
+        if not sep or not col:
+            raise ValueError(
+                f"--tasks entry {spec!r} must be COLUMN:KIND, KIND one of {TASK_KINDS}"
+            )
+        if kind not in TASK_KINDS:
+            raise ValueError(
+                f"--tasks entry {spec!r}: kind of column {col!r} must be one of {TASK_KINDS}, "
+                f"got {kind!r}"
+            )
+        if col in tasks:
+            raise ValueError(f"--tasks names column {col!r} twice")
+        tasks[col] = kind
+    return tasks
+
+
+def _table_problem(args: argparse.Namespace) -> MultiTaskProblem:
+    from .problems import TabularProblem
+
+    if not args.tasks:
+        raise ValueError(
+            "--csv/--parquet needs --tasks COL:KIND ... (KIND binary, regression or count)"
+        )
+    kwargs: dict[str, Any] = {
+        "features": args.features,
+        "categorical": args.categorical,
+        "categorical_encoding": "onehot" if args.onehot else "embedding",
+        "time_col": args.time_col,
+        "val_frac": args.val_frac,
+        "test_frac": args.test_frac,
+        "seed": args.split_seed,
+    }
+    tasks = parse_tasks(args.tasks)
+    if args.csv:
+        return TabularProblem.from_csv(args.csv, tasks, **kwargs)
+    return TabularProblem.from_parquet(args.parquet, tasks, **kwargs)
+
+
+def _multibalance_kwargs(args: argparse.Namespace, problem: MultiTaskProblem) -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    if args.reference is not None:
+        if args.reference not in problem.task_names:
+            raise ValueError(
+                f"--reference must be one of the tasks {list(problem.task_names)}, "
+                f"got {args.reference!r}"
+            )
+        kw.update(reference="target", target=problem.task_names.index(args.reference))
+    if args.relax is not None:
+        kw["relax"] = args.relax
+    return kw
 
 
 def _run_cli(args: argparse.Namespace) -> int:
@@ -145,7 +260,14 @@ def _run_cli(args: argparse.Namespace) -> int:
     from .problems import MovieLensProblem
 
     torch.set_num_threads(args.threads)  # small models: one thread is fastest on a busy CPU
-    problem = MovieLensProblem(max_users=args.max_users)
+    own = bool(args.csv or args.parquet)
+    if not own and (args.tasks or args.features):
+        raise ValueError(
+            "--tasks and --features describe a table: add --csv FILE or --parquet FILE"
+        )
+    problem = _table_problem(args) if own else MovieLensProblem(max_users=args.max_users)
+    arch = args.arch if args.arch in problem.archs else problem.archs[0]
+    mb_kwargs = _multibalance_kwargs(args, problem)
     cmp = compare(
         problem,
         rules=args.rules,
@@ -154,10 +276,16 @@ def _run_cli(args: argparse.Namespace) -> int:
             steps=args.steps,
             batch_size=args.batch_size,
             lr=args.lr,
-            arch=args.arch,
+            arch=arch,
             level=args.level,
             progress=False,
+            epochs=args.epochs,
+            eval_every=args.eval_every,
+            monitor=args.monitor,
+            patience=args.patience,
         ),
+        rule_kwargs={"multibalance": mb_kwargs} if mb_kwargs else None,
+        progress=not args.no_progress,
     )
     pd = require("pandas")
     with pd.option_context("display.width", 250, "display.max_columns", 50):

@@ -13,7 +13,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 #: Metric name -> True if higher is better.
-HIGHER_IS_BETTER: dict[str, bool] = {"auc": True, "ne": False, "logloss": False, "rmse": False}
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "auc": True,
+    "ne": False,
+    "logloss": False,
+    "rmse": False,
+    "poisson_deviance": False,
+}
 
 
 def _rank_average(x: np.ndarray) -> np.ndarray:
@@ -69,8 +75,18 @@ def rmse(targets: ArrayLike, preds: ArrayLike) -> float:
     return float(np.sqrt(np.mean((t - p) ** 2)))
 
 
+def poisson_deviance(counts: ArrayLike, rates: ArrayLike) -> float:
+    """Mean Poisson deviance ``2 mean(y log(y / mu) - (y - mu))`` (``y log y = 0`` at 0):
+    0 when every predicted rate ``mu`` equals its count; lower is better."""
+    y = np.asarray(counts, dtype=np.float64).ravel()
+    mu = np.asarray(rates, dtype=np.float64).ravel()
+    ylog = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / mu), 0.0)
+    return float(2.0 * np.mean(ylog - (y - mu)))
+
+
 def task_metrics(kind: str, targets: ArrayLike, outputs: ArrayLike) -> dict[str, float]:
-    """Metrics of one task: ``kind`` "binary" (outputs are logits) or "regression"."""
+    """Metrics of one task: ``kind`` "binary" (outputs are logits), "regression" (values)
+    or "count" (outputs are log rates)."""
     if kind == "binary":
         logits = np.asarray(outputs, dtype=np.float64)
         probs = 1.0 / (1.0 + np.exp(-logits))
@@ -81,11 +97,25 @@ def task_metrics(kind: str, targets: ArrayLike, outputs: ArrayLike) -> dict[str,
         }
     if kind == "regression":
         return {"rmse": rmse(targets, outputs)}
-    raise ValueError(f"kind must be 'binary' or 'regression', got {kind!r}")
+    if kind == "count":
+        rates = np.exp(np.asarray(outputs, dtype=np.float64))
+        return {"poisson_deviance": poisson_deviance(targets, rates), "rmse": rmse(targets, rates)}
+    raise ValueError(f"kind must be 'binary', 'regression' or 'count', got {kind!r}")
 
 
 #: The metric Δm% uses per task kind.
-PRIMARY_METRIC: dict[str, str] = {"binary": "auc", "regression": "rmse"}
+PRIMARY_METRIC: dict[str, str] = {
+    "binary": "auc",
+    "regression": "rmse",
+    "count": "poisson_deviance",
+}
+
+#: The metrics :func:`task_metrics` returns per task kind.
+METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("auc", "ne", "logloss"),
+    "regression": ("rmse",),
+    "count": ("poisson_deviance", "rmse"),
+}
 
 
 def delta_m(

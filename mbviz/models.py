@@ -217,3 +217,53 @@ class MMoE(MultiTaskModel):
 
     def shared_parameters(self) -> list[nn.Parameter]:
         return [*self.embed.parameters(), *self.experts.parameters()]
+
+
+class TabularSharedBottom(MultiTaskModel):
+    """Dense features and categorical embeddings -> shared MLP -> ``z`` -> towers.
+
+    Inputs: ``dense [B, num_dense]`` (float) and ``codes [B, len(cardinalities)]``
+    (long, 0 = missing or unseen). Tower ``t`` predicts on a standard scale; the output is
+    ``out_shift[t] + out_scale[t] * tower_t(z_t)``, so a regression task's prediction comes
+    out in its own units (shift and scale are its training mean and standard deviation)
+    while every tower starts at the same scale. Binary tasks keep shift 0 and scale 1
+    (a logit); count tasks predict a log rate (shift: the log of the mean count).
+    """
+
+    def __init__(
+        self,
+        num_dense: int,
+        cardinalities: Sequence[int],
+        num_tasks: int,
+        *,
+        emb_dim: int = 8,
+        hidden: Sequence[int] = (64, 32),
+        tower_hidden: int = 16,
+        out_shift: Sequence[float] | None = None,
+        out_scale: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__(num_tasks)
+        self.embeddings = nn.ModuleList(nn.Embedding(c + 1, emb_dim) for c in cardinalities)
+        for e in self.embeddings:
+            nn.init.normal_(e.weight, std=0.05)
+        in_dim = num_dense + emb_dim * len(self.embeddings)
+        if in_dim == 0:
+            raise ValueError("TabularSharedBottom needs at least one feature, got none")
+        self.bottom = mlp([in_dim, *hidden])
+        self.towers = _towers(hidden[-1], num_tasks, tower_hidden)
+        shift = [0.0] * num_tasks if out_shift is None else list(out_shift)
+        scale = [1.0] * num_tasks if out_scale is None else list(out_scale)
+        self.register_buffer("out_shift", torch.tensor(shift, dtype=torch.float32))
+        self.register_buffer("out_scale", torch.tensor(scale, dtype=torch.float32))
+
+    def forward(self, dense: Tensor, codes: Tensor) -> list[Tensor]:
+        parts = [dense, *(e(codes[:, i]) for i, e in enumerate(self.embeddings))]
+        z = self.bottom(torch.cat(parts, dim=-1))
+        zs = self._split(z)
+        return [
+            self.out_shift[t] + self.out_scale[t] * tower(z_t).squeeze(-1)
+            for t, (tower, z_t) in enumerate(zip(self.towers, zs))
+        ]
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return [*self.embeddings.parameters(), *self.bottom.parameters()]

@@ -26,6 +26,15 @@ Two levels:
   (MetaBalance with a per-parameter EMA) and ``rule="mgda_params"``; their history
   ``weight`` and ``ema`` are averages over the shared parameter tensors.
 
+Length: ``steps`` mini-batches drawn with replacement, or ``epochs`` passes over a
+problem's fixed training set (each row once per epoch, in a fresh order; problems with a
+:attr:`~mbviz.problems.MultiTaskProblem.train_size`). Early stopping: ``monitor`` names a
+validation metric (``"<task>:<metric>"``, ``"<task>"`` for its primary metric, or
+``"mean"`` for the Δm% of every task's primary metric against the first evaluation);
+training stops after ``patience`` evaluations without improvement and, with
+``restore_best``, the model gets back the weights of its best evaluation before the test
+metrics are taken (:attr:`RunResult.best_step`).
+
 Fixed preference weights (``preference=``) multiply the task losses before the rule:
 with ``rule="equal"`` that is linear scalarisation, the sweep behind an empirical
 Pareto front (:func:`sweep_preferences`).
@@ -33,6 +42,8 @@ Pareto front (:func:`sweep_preferences`).
 
 from __future__ import annotations
 
+import copy
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -44,11 +55,11 @@ from torch import Tensor, nn
 
 from mbkernels import Balancer
 from mbkernels._validation import check_choice, check_float, check_int
-from mbkernels.stats import cosine_from_gram
 
 from . import metrics as M
 from ._deps import require
 from .problems.base import Batch, MultiTaskProblem
+from .recorder import history_columns, stats_values
 from .rules import make_rule
 
 LEVELS = ("representation", "parameter")
@@ -89,6 +100,10 @@ class RunConfig:
     preference: tuple[float, ...] | None = None
     progress: bool = True
     backend: str = "auto"
+    epochs: int | None = None
+    monitor: str | None = None
+    patience: int = 0
+    restore_best: bool = True
 
     def validate(self, problem: MultiTaskProblem) -> RunConfig:
         check_choice("level", self.level, LEVELS)
@@ -115,7 +130,90 @@ class RunConfig:
             raise ValueError(
                 f"rule={self.rule!r} is a parameter-level method: use level='parameter'"
             )
+        if self.epochs is not None:
+            if not (isinstance(self.epochs, int) and self.epochs >= 1):
+                raise ValueError(f"epochs must be an integer >= 1 or None, got {self.epochs!r}")
+            if problem.train_size is None:
+                raise ValueError(
+                    f"epochs needs a problem with a fixed training set; "
+                    f"{type(problem).__name__} draws its batches: use steps="
+                )
+        if not (isinstance(self.patience, int) and self.patience >= 0):
+            raise ValueError(f"patience must be an integer >= 0, got {self.patience!r}")
+        if self.monitor is not None:
+            parse_monitor(self.monitor, problem)
+            if "val" not in self.eval_splits:
+                raise ValueError(
+                    f"monitor={self.monitor!r} reads the 'val' split: "
+                    f"eval_splits must include 'val', got {self.eval_splits}"
+                )
+            if not self.eval_every and self.epochs is None:
+                raise ValueError(
+                    f"monitor={self.monitor!r} needs evaluations during training: "
+                    "set eval_every > 0 or train by epochs"
+                )
         return self
+
+    def total_steps(self, problem: MultiTaskProblem) -> int:
+        """Training steps this config runs (at most: early stopping may end it sooner)."""
+        if self.epochs is None:
+            return self.steps
+        return self.epochs * self.steps_per_epoch(problem)
+
+    def steps_per_epoch(self, problem: MultiTaskProblem) -> int:
+        n = problem.train_size
+        if n is None:
+            raise ValueError(f"{type(problem).__name__} has no epochs (no fixed training set)")
+        return math.ceil(n / self.batch_size)
+
+
+def parse_monitor(monitor: str, problem: MultiTaskProblem) -> tuple[str | None, str | None]:
+    """``(task, metric)`` of a ``monitor`` string; ``(None, None)`` for ``"mean"``."""
+    if monitor == "mean":
+        return None, None
+    task, _, metric = monitor.partition(":")
+    if task not in problem.task_names:
+        allowed = ", ".join(repr(t) for t in ("mean", *problem.task_names))
+        raise ValueError(
+            f"monitor must be 'mean', '<task>' or '<task>:<metric>' with task one of "
+            f"{allowed}, got {monitor!r}"
+        )
+    kind = problem.task_kinds[problem.task_names.index(task)]
+    if not metric:
+        return task, M.PRIMARY_METRIC[kind]
+    allowed_metrics = M.METRICS[kind]
+    if metric not in allowed_metrics:
+        raise ValueError(
+            f"monitor metric for {kind} task {task!r} must be one of {allowed_metrics}, "
+            f"got {metric!r}"
+        )
+    return task, metric
+
+
+def monitor_score(
+    monitor: str,
+    problem: MultiTaskProblem,
+    metrics: dict[str, dict[str, float]],
+    first: dict[str, dict[str, float]],
+) -> float:
+    """The monitored value of validation ``metrics``, signed so that higher is better.
+
+    ``first`` is the first evaluation (the baseline of ``"mean"``; tasks whose first value
+    is 0 or not finite, such as an AUC on a split with one class, are left out of it)."""
+    task, metric = parse_monitor(monitor, problem)
+    if task is None:
+        kinds = dict(zip(problem.task_names, problem.task_kinds))
+        prim = {t: M.PRIMARY_METRIC[k] for t, k in kinds.items()}
+        prim = {t: m for t, m in prim.items() if math.isfinite(first[t][m]) and first[t][m] != 0}
+        if not prim:
+            return math.nan
+        higher = {t: M.HIGHER_IS_BETTER[m] for t, m in prim.items()}
+        cur = {t: metrics[t][m] for t, m in prim.items()}
+        base = {t: first[t][m] for t, m in prim.items()}
+        return M.delta_m(cur, base, higher)
+    assert metric is not None
+    value = metrics[task][metric]
+    return value if M.HIGHER_IS_BETTER[metric] else -value
 
 
 @dataclass(frozen=True)
@@ -132,6 +230,7 @@ class StepRecord:
     cosine: list[list[float]]
     step_time: float
     metrics: dict[str, dict[str, float]] | None = None  # task -> metric -> value, at evals
+    epoch: int | None = None  # 1-based, when training by epochs
 
 
 @dataclass
@@ -145,6 +244,11 @@ class RunResult:
     evals: Any  # pandas.DataFrame
     test: dict[str, dict[str, float]]
     model: nn.Module
+    #: The step whose weights the model holds after early stopping (``monitor`` with
+    #: ``restore_best``); ``None`` without a monitor.
+    best_step: int | None = None
+    #: The last step trained (below the planned total when early stopping ended the run).
+    last_step: int | None = None
 
     @property
     def label(self) -> str:
@@ -272,9 +376,11 @@ class Trainer:
         self.pref = None if config.preference is None else [float(p) for p in config.preference]
         self.model.train()
 
-    def step(self) -> tuple[list[Tensor], Any, float]:
-        """One training step: (task losses, balance stats or None, seconds taken)."""
-        batch: Batch = self.problem.sample_batch(self.config.batch_size, self.generator)
+    def step(self, batch: Batch | None = None) -> tuple[list[Tensor], Any, float]:
+        """One training step on ``batch`` (default: one drawn from the problem):
+        (task losses, balance stats or None, seconds taken)."""
+        if batch is None:
+            batch = self.problem.sample_batch(self.config.batch_size, self.generator)
         t0 = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         outs = self.model(*batch.inputs)
@@ -310,7 +416,8 @@ def train(
     """Train one model on ``problem`` with ``config`` (fields may be overridden by keyword).
 
     ``callback(record)`` runs after every step (see :class:`StepRecord`); the live
-    training monitor uses it. Returns a :class:`RunResult`.
+    training monitor uses it. Returns a :class:`RunResult`. With ``epochs`` and
+    ``eval_every=0`` the splits are evaluated at the end of every epoch.
     """
     pd = require("pandas")
     tqdm = require("tqdm.auto").tqdm
@@ -322,48 +429,75 @@ def train(
 
     rows: list[tuple[Any, ...]] = []
     eval_rows: list[tuple[Any, ...]] = []
-    nan_t = [float("nan")] * T
+    total = config.total_steps(problem)
+    per_epoch = config.steps_per_epoch(problem) if config.epochs is not None else None
 
-    def run_eval(step: int) -> dict[str, dict[str, float]]:
+    def run_eval(step: int) -> dict[str, dict[str, dict[str, float]]]:
         out = {}
         for split in config.eval_splits:
             res = evaluate(model, problem, split)
             for task, ms in res.items():
                 for metric, value in ms.items():
                     eval_rows.append((step, split, task, metric, value))
-            out = res
+            out[split] = res
         return out
 
+    def batches() -> Any:
+        if per_epoch is None:
+            for _ in range(total):
+                yield None, None
+            return
+        n = problem.train_size
+        assert n is not None
+        for epoch in range(1, (config.epochs or 0) + 1):
+            perm = torch.randperm(n, generator=trainer.generator)
+            for start in range(0, n, config.batch_size):
+                yield epoch, problem.train_batch(perm[start : start + config.batch_size])
+
+    def eval_due(step: int) -> bool:
+        if config.eval_every:
+            return step % config.eval_every == 0 or step == total
+        return per_epoch is not None and (step % per_epoch == 0 or step == total)
+
+    best: tuple[float, int, dict[str, Any]] | None = None
+    first_val: dict[str, dict[str, float]] | None = None
+    since_best = 0
     bar = tqdm(
-        total=config.steps,
+        total=total,
         desc=f"{config.rule} s{config.seed}",
         disable=not config.progress,
         leave=False,
     )
     model.train()
-    for step in range(1, config.steps + 1):
-        losses, stats, step_time = trainer.step()
+    step = 0
+    for step, (epoch, batch) in enumerate(batches(), start=1):
+        losses, stats, step_time = trainer.step(batch)
         loss_v = [float(l.detach()) for l in losses]
-        if stats is not None:
-            norms = stats.norms.tolist()
-            weights = stats.weights.tolist()
-            ema = stats.ema.tolist() if stats.ema is not None else nan_t
-            cos = cosine_from_gram(stats.gram).tolist()
-        else:
-            norms, weights, ema = nan_t, [1.0] * T, nan_t
-            cos = [[float("nan")] * T for _ in range(T)]
+        norms, ema, weights, cos = stats_values(stats, T)
         for t in range(T):
             rows.append(
                 (step, names[t], loss_v[t], norms[t], ema[t], weights[t], *cos[t], step_time)
             )
         evaluated = None
-        if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-            evaluated = run_eval(step)
+        stop = False
+        if eval_due(step):
+            by_split = run_eval(step)
+            evaluated = by_split[config.eval_splits[-1]]
+            if config.monitor is not None:
+                val = by_split["val"]
+                first_val = first_val or val
+                score = monitor_score(config.monitor, problem, val, first_val)
+                if best is None or score > best[0]:
+                    snapshot = copy.deepcopy(model.state_dict())
+                    best, since_best = (score, step, snapshot), 0
+                else:  # NaN scores never improve
+                    since_best += 1
+                    stop = config.patience > 0 and since_best >= config.patience
         if callback is not None:
             callback(
                 StepRecord(
                     step,
-                    config.steps,
+                    total,
                     names,
                     loss_v,
                     norms,
@@ -372,25 +506,32 @@ def train(
                     cos,
                     step_time,
                     evaluated,
+                    epoch,
                 )
             )
         bar.update(1)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{sum(loss_v):.3g}")
+        if stop:
+            break
     bar.close()
-    if not config.eval_every:
-        run_eval(config.steps)
+    if not eval_rows:
+        run_eval(step)
+    best_step = None
+    if best is not None:
+        best_step = best[1]
+        if config.restore_best:
+            model.load_state_dict(best[2])
     test = evaluate(model, problem, "test")
 
-    cos_cols = [f"cos_{n}" for n in names]
-    history = pd.DataFrame(
-        rows, columns=["step", "task", "loss", "norm", "ema", "weight", *cos_cols, "step_time"]
-    )
+    history = pd.DataFrame(rows, columns=history_columns(names))
     history["rule"] = config.rule
     history["level"] = config.level
     history["seed"] = config.seed
     evals = pd.DataFrame(eval_rows, columns=["step", "split", "task", "metric", "value"])
-    return RunResult(config, names, tuple(problem.task_kinds), history, evals, test, model)
+    return RunResult(
+        config, names, tuple(problem.task_kinds), history, evals, test, model, best_step, step
+    )
 
 
 # ------------------------------------------------------------------- many runs
@@ -410,16 +551,25 @@ def results_table(results: Sequence[RunResult]):  # -> pandas.DataFrame
 def single_task_baselines(
     problem: MultiTaskProblem, config: RunConfig | None = None, **overrides: Any
 ) -> list[RunResult]:
-    """One run per task, trained on that task alone (preference one-hot, equal rule)."""
+    """One run per task, trained on that task alone (preference one-hot, equal rule).
+
+    With a ``monitor``, each run stops early on its own task's primary validation metric
+    (the other tasks are untrained there)."""
     config = replace(config or RunConfig(), **overrides)
     out = []
     for t in range(problem.num_tasks):
         pref = tuple(1.0 if u == t else 0.0 for u in range(problem.num_tasks))
+        monitor = None if config.monitor is None else problem.task_names[t]
         out.append(
             train(
                 problem,
                 replace(
-                    config, rule="equal", level="representation", preference=pref, rule_kwargs={}
+                    config,
+                    rule="equal",
+                    level="representation",
+                    preference=pref,
+                    rule_kwargs={},
+                    monitor=monitor,
                 ),
             )
         )

@@ -11,8 +11,9 @@ from torch import Tensor
 
 from ..models import MultiTaskModel
 
-#: Task kinds: "binary" (logit output, BCE loss) or "regression" (value output, MSE loss).
-TASK_KINDS = ("binary", "regression")
+#: Task kinds: "binary" (logit output, BCE loss), "regression" (value output, MSE loss) or
+#: "count" (log-rate output, Poisson negative log-likelihood).
+TASK_KINDS = ("binary", "regression", "count")
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,19 @@ class MultiTaskProblem(ABC):
     def num_tasks(self) -> int:
         return len(self.task_names)
 
+    @property
+    def train_size(self) -> int | None:
+        """Rows of a fixed training set (``None``: batches are drawn from a generator, so
+        there are no epochs). Problems with a value also implement :meth:`train_batch`."""
+        return None
+
+    def train_batch(self, idx: Tensor) -> Batch:
+        """The training rows ``idx`` (problems with a fixed training set; see
+        :attr:`train_size`). The runner's ``epochs=`` walks a permutation of them."""
+        raise NotImplementedError(
+            f"{type(self).__name__} has no fixed training set: train it by steps, not epochs"
+        )
+
     @abstractmethod
     def make_model(self, arch: str = "shared_bottom") -> MultiTaskModel:
         """A freshly initialised model (seed torch first for reproducibility)."""
@@ -61,12 +75,15 @@ class MultiTaskProblem(ABC):
         """The whole evaluation split ``name`` ("val" or "test")."""
 
     def task_losses(self, outputs: list[Tensor], batch: Batch) -> list[Tensor]:
-        """Per-task training losses: masked mean BCE or MSE, times :attr:`loss_scales`."""
+        """Per-task training losses: masked mean BCE, MSE or Poisson NLL, times
+        :attr:`loss_scales`."""
         losses = []
         for t, (out, kind, scale) in enumerate(zip(outputs, self.task_kinds, self.loss_scales)):
             y, m = batch.targets[:, t], batch.mask[:, t].to(out.dtype)
             if kind == "binary":
                 per = F.binary_cross_entropy_with_logits(out, y, reduction="none")
+            elif kind == "count":
+                per = F.poisson_nll_loss(out, y, log_input=True, full=False, reduction="none")
             else:
                 per = (out - y) ** 2
             losses.append(scale * (per * m).sum() / m.sum().clamp_min(1.0))

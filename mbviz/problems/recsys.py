@@ -95,6 +95,13 @@ class MovieLensProblem(MultiTaskProblem):
         idx = torch.randint(0, n, (batch_size,), generator=generator)
         return self._batch(self.data.train, idx)
 
+    @property
+    def train_size(self) -> int:
+        return len(self.data.train)
+
+    def train_batch(self, idx: torch.Tensor) -> Batch:
+        return self._batch(self.data.train, idx)
+
     def split(self, name: str) -> Batch:
         check_choice("split", name, ("train", "val", "test"))
         return self._eval[name]

@@ -4,7 +4,7 @@
 >>> bal = mbk.MultiBalance(num_tasks=3, beta=0.9, relax=0.7, reference="target", target=0)
 """
 
-from . import ops, rules
+from . import ops, rules, validation
 from .balancer import Balancer, GramReduce
 from .checkpoint import check_state_dict, load_state_dict
 from .distributed import joint_mean_losses
@@ -57,4 +57,5 @@ __all__ = [
     "make_rule",
     "ops",
     "rules",
+    "validation",
 ]

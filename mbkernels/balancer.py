@@ -44,7 +44,6 @@ import torch
 from torch import Tensor, nn
 
 from . import _device, _host, ops
-from ._validation import check_choice, check_int
 from .amp import check_grad_scaler, current_scale, unscale_gram
 from .distributed import active_group, all_reduce_gram, check_process_group
 from .fork import fork
@@ -65,6 +64,7 @@ from .numerics import (
 )
 from .rules.base import Rule
 from .stats import BalanceStats
+from .validation import check_choice, check_int
 
 try:
     from torch._subclasses.fake_tensor import is_fake as _is_fake

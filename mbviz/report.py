@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mbkernels._validation import check_int
+from mbkernels.validation import check_int
 
 from ._deps import require
 

@@ -43,8 +43,8 @@ import torch
 from torch import Tensor, nn
 
 from mbkernels import Balancer
-from mbkernels._validation import check_choice, check_float, check_int
 from mbkernels.stats import cosine_from_gram
+from mbkernels.validation import check_choice, check_float, check_int
 
 from . import metrics as M
 from ._deps import require

@@ -8,7 +8,7 @@ from . import ops, rules, validation
 from .balancer import Balancer, GramReduce
 from .checkpoint import check_state_dict, load_state_dict
 from .distributed import joint_mean_losses
-from .fork import fork
+from .fork import fork, fork_each
 from .multibalance import MultiBalance
 from .nonfinite import NONFINITE_POLICIES, NonFiniteGradientError, RefusedStepsWarning
 from .rules import (
@@ -52,6 +52,7 @@ __all__ = [
     "check_state_dict",
     "cosine_from_gram",
     "fork",
+    "fork_each",
     "joint_mean_losses",
     "load_state_dict",
     "make_rule",

@@ -237,12 +237,7 @@ class Balancer(nn.Module):
             gram_local = range_safe_gram(gs, self.backend, self.range_check)  # float64
         else:  # the rule reads only the norms: T dot products, zeros off the diagonal
             gram_local = torch.diag(range_safe_sq_norms(gs, self.backend, self.range_check))
-        if len(present) < self.num_tasks:  # unused towers: zero rows and columns
-            full = gram_local.new_zeros(self.num_tasks, self.num_tasks)
-            idx = torch.tensor(present, device=device)
-            full[idx[:, None], idx[None, :]] = gram_local
-            gram_local = full
-        gram = self._reduce(gram_local)
+        gram = self._reduce(_fill_unused(gram_local, present, self.num_tasks))
         scale = current_scale(self.grad_scaler)
         gram = unscale_gram(gram, scale)
         # With a GradScaler, an overflow is the scaler's business whatever the policy: the
@@ -396,6 +391,32 @@ class Balancer(nn.Module):
         proposal = self._propose(gram, off_diagonal_known=True, policy=self.nonfinite)
         self._commit(proposal)
         return proposal.applied
+
+    def weigh_each(self, grads: Sequence[Tensor | None]) -> tuple[Tensor | None, ...]:
+        """One balancing step on ``num_tasks`` gradients of one shape, each weighted
+        separately: returns ``w_t * grads[t]`` (``None`` stays ``None``) instead of the
+        sum the fork's backward returns.
+
+        For models where each task has its own representation (the per-task expert
+        mixtures of an MMoE model): pair it with :func:`mbkernels.fork.fork_each`. The
+        Gram matrix is pass 1's with its float64 range fallback (``range_check``), an
+        unused task's row and column are zero, and the step is :meth:`step_weights`'s.
+        The Gram matrix is this process's: no all-reduce, no loss-scale correction.
+        """
+        if len(grads) != self.num_tasks:
+            raise ValueError(
+                f"grads must hold num_tasks={self.num_tasks} entries, got {len(grads)}"
+            )
+        present = [i for i, g in enumerate(grads) if g is not None]
+        gs = [g for g in grads if g is not None]
+        if not gs:
+            return tuple(None for _ in grads)
+        gram_local = range_safe_gram(gs, self.backend, self.range_check)
+        weights = self.step_weights(_fill_unused(gram_local, present, self.num_tasks))
+        out: list[Tensor | None] = [None] * self.num_tasks
+        for i, g in zip(present, gs):
+            out[i] = g * weights[i].to(g.dtype)
+        return tuple(out)
 
     def _propose(self, gram: Tensor, *, off_diagonal_known: bool, policy: str) -> _Proposal:
         """Run the rule on ``gram``'s device and return what the step would commit, without
@@ -820,6 +841,17 @@ def _pass1_tensor(fast: Tensor | None, values: list[float]) -> Tensor:
     """Pass 1's result as the tensor the general path starts from (the host path's small
     norms are host floats: float32 values, exactly)."""
     return fast if fast is not None else torch.tensor(values, dtype=torch.float32)
+
+
+def _fill_unused(gram: Tensor, present: Sequence[int], num_tasks: int) -> Tensor:
+    """The ``[num_tasks, num_tasks]`` Gram matrix from that of the ``present`` tasks'
+    gradients: an unused task's row and column are zero (it contributes nothing)."""
+    if len(present) == num_tasks:
+        return gram
+    full = gram.new_zeros(num_tasks, num_tasks)
+    idx = torch.tensor(present, device=gram.device)
+    full[idx[:, None], idx[None, :]] = gram
+    return full
 
 
 def _plain_sum(grads: Sequence[Tensor]) -> Tensor:

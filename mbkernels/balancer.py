@@ -113,6 +113,10 @@ class Balancer(nn.Module):
         warn_after_refused: warn (:class:`RefusedStepsWarning`, once per streak) when
             this many balancing steps in a row were refused (non-finite statistics, a
             dropped task under ``"skip_task"``); ``None`` never warns. Default 20.
+        fast_paths: take a step on the CPU host path or the GPU device path when it
+            qualifies (default ``True``). Both compute what the general tensor path
+            does; ``False`` always takes the general path, for measuring the two side
+            by side and for tests that compare them.
 
     State (``state_dict``): the rule's state tensors, ``step`` (int64), ``weights``
     (float64, the last weights applied) and ``refused_streak`` (int64, the number of
@@ -135,6 +139,7 @@ class Balancer(nn.Module):
         range_check: bool = True,
         full_gram: bool = False,
         warn_after_refused: int | None = 20,
+        fast_paths: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(rule, Rule):
@@ -172,9 +177,8 @@ class Balancer(nn.Module):
         self._stats: BalanceStats | None = None
         self._warned = False  # for the current streak of refused steps
         self._pending_streak: tuple[Tensor, Any] | None = None  # CUDA: count in flight
-        # The CPU host path (mbkernels._host): the rule has a host implementation, and the
-        # dtypes it writes the state in are the buffers' (checked at every step).
-        self._host_rule = _has_host_weights(rule)
+        # The CPU host path (mbkernels._host) writes the state in the buffers' dtypes
+        # (checked at every step).
         self._host_dtypes = {
             **{name: value.dtype for name, value in rule.init_state().items()},
             "step": torch.int64,
@@ -185,9 +189,24 @@ class Balancer(nn.Module):
         self._host_views: tuple[dict[str, Tensor], list[int], dict[str, Any]] | None = None
         # a step taken on the host path, from which `stats` is built when read
         self._host_record: tuple[Any, ...] | None = None
-        # The GPU device path (mbkernels._device) and the record of its latest step.
-        self._device_rule = _device.has_device_step(rule)
+        # the record of the latest step taken on the GPU device path (mbkernels._device)
         self._device_record: Tensor | None = None
+        self.fast_paths = fast_paths  # sets _host_rule and _device_rule
+
+    @property
+    def fast_paths(self) -> bool:
+        """Whether a step may take the CPU host path or the GPU device path (see the
+        constructor); settable."""
+        return self._fast_paths
+
+    @fast_paths.setter
+    def fast_paths(self, on: bool) -> None:
+        if not isinstance(on, bool):
+            raise ValueError(f"fast_paths must be True or False, got {on!r}")
+        self._fast_paths = on
+        # the rule has a host implementation (mbkernels._host), a device step (_device)
+        self._host_rule = on and _has_host_weights(self.rule)
+        self._device_rule = on and _device.has_device_step(self.rule)
 
     # ------------------------------------------------------------------ forward
     def forward(self, z: Tensor) -> tuple[Tensor, ...]:
@@ -201,9 +220,16 @@ class Balancer(nn.Module):
         # Under Dynamo the disabled wrapper makes the fork a graph break; eagerly the
         # wrapper's own cost (~10 µs a call) is skipped.
         fork_fn = _fork_eager if torch.compiler.is_compiling() else fork
-        return fork_fn(z, self.num_tasks, self._combine)
+        return fork_fn(z, self.num_tasks, self.combine)
 
     # ----------------------------------------------------------------- backward
+    def combine(self, grads: Sequence[Tensor | None]) -> Tensor | None:
+        """One balancing step on the task gradients: what the fork's backward returns for
+        them (``sum_t w_t grads[t]``; ``None`` entries are unused tasks). The fork calls it;
+        it is public for benchmarks that time a step without a model around it.
+        ``grads`` are ``num_tasks`` tensors of one shape, dtype and device."""
+        return self._combine(grads)
+
     def _combine(self, grads: Sequence[Tensor | None]) -> Tensor | None:
         gs = [g for g in grads if g is not None]
         if not gs:

@@ -163,6 +163,15 @@ def _weighted_sum_kernel(
     tl.store(out_ptr + cols, acc.to(DTYPE), mask=mask)
 
 
+#: The kernels by name, for tools that compile them ahead of time (resource reports):
+#: ``"gram_outer"`` is pass 1 for ``T <= OUTER_MAX_TASKS``, ``"gram"`` above that.
+KERNELS = {
+    "gram_outer": _gram_outer_kernel,
+    "gram": _gram_kernel,
+    "weighted_sum": _weighted_sum_kernel,
+}
+
+
 def _contiguous(grads: Sequence[Tensor]) -> list[Tensor]:
     return [g if g.is_contiguous() else g.contiguous() for g in grads]
 

@@ -149,3 +149,12 @@ def test_toy_and_stability_figures() -> None:
     fig = F.variance_heatmap(v)
     assert np.asarray(fig.data[0].z).shape == (2, 2)
     _all_axes_titled(fig)
+
+
+def test_every_method_the_runner_accepts_has_a_label_and_no_other_name_does() -> None:
+    from mbkernels.rules import RULES
+    from mbviz.rules import LABELS, rule_names
+    from mbviz.runner import PARAM_METHODS
+
+    assert set(LABELS) == {*RULES, "none", *PARAM_METHODS}
+    assert rule_names() == tuple(RULES)

@@ -27,6 +27,7 @@ from .rules import (
 )
 from .stats import BalanceStats, cosine_from_gram
 
+#: The version of the distribution (pyproject.toml reads it from here) and of mbviz.
 __version__ = "0.1.0"
 
 __all__ = [

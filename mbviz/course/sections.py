@@ -12,6 +12,7 @@ import torch
 
 import mbkernels as mbk
 
+from . import setups
 from .section import Section, SectionFn
 from .syllabus import NOTEBOOKS
 from .traffic import bytes_moved
@@ -39,29 +40,13 @@ def start_here(size: int) -> Section:
 
 def inside_the_kernel(size: int) -> Section:
     import pandas as pd
-    import plotly.graph_objects as go
 
     from mbkernels.bench.op import naive_step
     from mbkernels.bench.timing import interleaved
 
-    task_counts = list(range(1, 9))
-    n = 2**20
-    traffic = go.Figure(
-        [
-            go.Bar(
-                x=task_counts,
-                y=[bytes_moved(t, n, "float32", m) / 1e6 for t in task_counts],
-                name=m,
-            )
-            for m in ("fused", "naive")
-        ],
-        layout=go.Layout(
-            title="Memory traffic of one balancing step, N = 2^20 float32",
-            xaxis_title="number of tasks T",
-            yaxis_title="bytes moved (MB)",
-            barmode="group",
-        ),
-    )
+    from .. import figures
+
+    traffic = figures.traffic_bars(2**20)
     t_time, n_time = 4, 2**18 * size
     grads = [torch.randn(n_time) for _ in range(t_time)]
     bal = mbk.MultiBalance(num_tasks=t_time, bias_correction=False)
@@ -98,15 +83,15 @@ def gradient_conflict(size: int) -> Section:
     import pandas as pd
 
     from .. import figures, runner
-    from ..problems import SyntheticProblem
 
-    steps = 80 * size
-    problem = SyntheticProblem(num_tasks=2, angle=120.0, scale_ratio=1.0, noise=0.5)
-    equal = runner.train(problem, rule="equal", steps=steps, batch_size=128, progress=False)
+    steps = setups.conflict_steps(size)
+    equal = runner.train(
+        setups.conflict_problem(), rule="equal", steps=steps, **setups.CONFLICT_RUN
+    )
     rows = {}
     for angle in (0.0, 90.0):
-        p = SyntheticProblem(num_tasks=2, angle=angle, scale_ratio=1.0, noise=0.5)
-        r = runner.train(p, rule="equal", steps=steps, batch_size=128, progress=False)
+        p = setups.conflict_problem(angle)
+        r = runner.train(p, rule="equal", steps=steps, **setups.CONFLICT_RUN)
         rows[f"{angle:g} degrees"] = {t: v - p.noise for t, v in r.primary("test").items()}
     return Section.of(
         "01",
@@ -123,11 +108,12 @@ def gradient_conflict(size: int) -> Section:
 
 def multibalance_step_by_step(size: int) -> Section:
     from .. import figures, runner
-    from ..problems import SyntheticProblem
 
-    problem = SyntheticProblem(num_tasks=3, angle=120.0, scale_ratio=100.0, noise=0.5, rep_dim=4)
     result = runner.train(
-        problem, rule="multibalance", arch="mlp", steps=80 * size, batch_size=128, progress=False
+        setups.imbalance_problem(),
+        rule="multibalance",
+        steps=setups.imbalance_steps(size),
+        **setups.IMBALANCE_RUN,
     )
     return Section.of(
         "02",
@@ -148,14 +134,13 @@ def pareto_fronts(size: int) -> Section:
     import pandas as pd
 
     from .. import figures
-    from ..problems import QuadraticToy
 
-    toy = QuadraticToy(scale_ratio=10.0)
+    toy = setups.pareto_toy()
     paths = pd.concat(
         [
-            toy.trajectory(rule, start=start, steps=150 * size, lr=0.02).assign(start=i)
+            toy.trajectory(rule, start=start, **setups.pareto_path(size)).assign(start=i)
             for rule in ("equal", "multibalance")
-            for i, start in enumerate([(0.0, 2.0), (-2.0, -1.0)])
+            for i, start in enumerate(setups.PARETO_STARTS)
         ],
         ignore_index=True,
     )
@@ -182,9 +167,13 @@ def stochastic_stability(size: int) -> Section:
     from ..stability import default_problem, warmed_up_model, weight_variability
 
     problem = default_problem()
-    model = warmed_up_model(problem, steps=100 * size)
+    model = warmed_up_model(problem, steps=setups.stability_warmup_steps(size))
     table = weight_variability(
-        problem, model, betas=(0.0, 0.5, 0.9), batch_sizes=(16, 128), steps=50 * size
+        problem,
+        model,
+        betas=(0.0, 0.5, 0.9),
+        batch_sizes=(16, 128),
+        steps=setups.stability_steps(size),
     )
     pivot = table[table.task == problem.task_names[-1]].pivot(
         index="beta", columns="batch_size", values="weight_std"
@@ -207,8 +196,8 @@ def movielens(size: int) -> Section:
     from ..data.movielens import load_movielens
     from ..problems import MovieLensProblem
 
-    problem = MovieLensProblem(load_movielens(max_users=150 * size))
-    config = runner.RunConfig(steps=80 * size, batch_size=512, eval_every=40, progress=False)
+    problem = MovieLensProblem(load_movielens(max_users=setups.movielens_users(size)))
+    config = setups.movielens_config(size)
     runs = [runner.train(problem, config, rule=rule) for rule in ("equal", "multibalance")]
     kpis = runner.results_table(runs).pivot_table(
         index="label", columns=["task", "metric"], values="value"
@@ -229,31 +218,16 @@ def movielens(size: int) -> Section:
 
 def representation_vs_parameter_level(size: int) -> Section:
     import pandas as pd
-    import plotly.graph_objects as go
 
     from mbkernels.bench import throughput as bench
-    from mbkernels.bench.dlrm import DLRMConfig
 
-    model = DLRMConfig(
-        rows_per_table=2000, embed_dim=32, bottom=(128,), shared=(256, 128), tower=(32,)
-    )
-    cfg = bench.ThroughputConfig(
-        tasks=(2, 4, 8), batch=512 * size, rounds=3, min_sample_s=0.05, memory=False,
-        methods=("sum", "multibalance", "param_metabalance"), model=model,
-    )  # fmt: skip
-    rows = pd.DataFrame(bench.run_throughput(cfg)["rows"])
-    table = rows.pivot(index="num_tasks", columns="method", values="ratio_vs_sum_paired")
-    fig = go.Figure(
-        [
-            go.Scatter(x=g["num_tasks"], y=g["ratio_vs_sum_paired"], mode="lines+markers", name=m)
-            for m, g in rows.groupby("method", sort=False)
-        ],
-        layout=go.Layout(
-            title="Training throughput relative to the plain sum of losses",
-            xaxis_title="number of tasks T",
-            yaxis_title="steps/s relative to plain sum",
-        ),
-    )
+    from .. import figures
+
+    rows = pd.DataFrame(bench.run_throughput(setups.throughput_config(size))["rows"])
+    rows = rows.rename(columns={"num_tasks": "T"})
+    rows["method"] = rows["method"].map(setups.THROUGHPUT_LABELS)
+    table = rows.pivot(index="T", columns="method", values="ratio_vs_sum_paired")
+    fig = figures.throughput_ratios(rows)
     return Section.of(
         "07",
         (

@@ -3,8 +3,8 @@
 Trains the throughput benchmark's DLRM-style model (``mbkernels.bench``) with a
 default :class:`mbkernels.MultiBalance` and times, inside every step, the pieces of
 the fork's backward (:mod:`mbkernels.bench.breakdown`): pass 1 (squared norms with
-the float32 range check), the rule, pass 2 (the weighted sum), all of ``_combine``,
-and the statistics (the rest of ``_combine``: checks, proposed state, commit, stats).
+the float32 range check), the rule, pass 2 (the weighted sum), all of ``Balancer.combine``,
+and the statistics (the rest of ``combine``: checks, proposed state, commit, stats).
 Then it times the same pieces again on the last step's gradients, back to back
 outside training ("hot": data and code in cache), so the difference shows what
 reading the T gradients after all towers have run costs.
@@ -13,7 +13,8 @@ reading the T gradients after all towers have run costs.
     python benchmarks/combine_breakdown.py --tasks 4 8 --steps 60 --json breakdown.json
 
 CPU only (on a GPU the pieces run asynchronously; use the PyTorch profiler there).
-Timing wraps the balancer's functions for the duration of the run; the numbers are
+Timing wraps the balancer's functions for the duration of the run
+(:func:`mbkernels.bench.breakdown.timed_pieces`); the numbers are
 medians over ``--steps`` steps after ``--warmup`` steps.
 """
 
@@ -31,11 +32,11 @@ from unittest import mock
 import torch
 from torch import Tensor
 
-from mbkernels import balancer as balancer_module
 from mbkernels import ops
 from mbkernels.bench import malloc
 from mbkernels.bench.breakdown import PIECES, timed_pieces
 from mbkernels.bench.throughput import ThroughputConfig, build_methods, throughput_config
+from mbkernels.numerics import range_safe_sq_norms
 
 
 def _median_us(samples: Sequence[float]) -> float:
@@ -47,14 +48,14 @@ def measure(cfg: ThroughputConfig, num_tasks: int, *, steps: int, warmup: int) -
     method = build_methods(cfg, num_tasks, ["multibalance"])[0]["multibalance"]
     bal = method.extra["balancer"]
     last_grads: list[Tensor] = []
-    combine = bal._combine
+    combine = bal.combine
 
     def keep_grads(grads: Sequence[Tensor | None]) -> Tensor | None:
         last_grads[:] = [g for g in grads if g is not None]
         return combine(grads)
 
     step_s: list[float] = []
-    with mock.patch.object(bal, "_combine", keep_grads), timed_pieces(bal) as times:
+    with mock.patch.object(bal, "combine", keep_grads), timed_pieces(bal) as times:
         for i in range(warmup + steps):
             if i == warmup:
                 times.clear()
@@ -68,15 +69,14 @@ def measure(cfg: ThroughputConfig, num_tasks: int, *, steps: int, warmup: int) -
     # The same pieces on the last gradients, repeated back to back (on a copy of the
     # balancer, so its state is not advanced further).
     hot_bal = copy.deepcopy(bal)
-    gram = torch.diag(balancer_module.range_safe_sq_norms(last_grads))
-    policy = hot_bal.nonfinite
-    weights = hot_bal._propose(gram, off_diagonal_known=False, policy=policy).applied
-    state = {name: getattr(hot_bal, name) for name in hot_bal._state_names}
+    gram = torch.diag(range_safe_sq_norms(last_grads))
+    weights = copy.deepcopy(hot_bal).step_weights(gram)  # a step on another copy
+    state = {name: getattr(hot_bal, name) for name in hot_bal.rule.init_state()}
     hot_calls: dict[str, Callable[[], Any]] = {
-        "pass1": lambda: balancer_module.range_safe_sq_norms(last_grads),
+        "pass1": lambda: range_safe_sq_norms(last_grads),
         "rule": lambda: hot_bal.rule.weights(gram, state, hot_bal.step + 1),
         "pass2": lambda: ops.weighted_sum(last_grads, weights),
-        "combine": lambda: hot_bal._combine(last_grads),
+        "combine": lambda: hot_bal.combine(last_grads),
     }
     hot: dict[str, float] = {}
     for piece, call in hot_calls.items():

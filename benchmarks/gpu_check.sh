@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The first GPU run, prepared: what the kernels compute and how fast, in the order that
-# matters most if time runs out.
+# The GPU check: what the kernels compute and how fast, in the order that matters most if
+# time runs out.
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root; results under $OUT
 #   DRY=1 bash benchmarks/gpu_check.sh      # the same steps on CPU, tiny sizes, kernels

@@ -5,7 +5,7 @@
 Counts, per step (averaged over ``--steps`` profiled steps after warm-up):
 
 * ``combine``: the balancing step alone, what the fork's backward runs
-  (``Balancer._combine`` on T gradients of N elements), for a default
+  (``Balancer.combine`` on T gradients of N elements), for a default
   ``MultiBalance`` and with ``range_check=False``;
 * ``train``: one whole DLRM training step (forward, backward, SGD) with the plain
   sum of losses and with ``MultiBalance``; their difference is what balancing adds.
@@ -85,9 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     for t in args.tasks:
         grads = [torch.randn(1 << args.log2_n, device=device) for _ in range(t)]
         for check, fast in ((True, True), (False, True), (True, False), (False, False)):
-            bal = Balancer(MultiBalanceRule(t), range_check=check).to(device)
-            bal._device_rule = bal._device_rule and fast
-            counts = count(lambda b=bal, g=grads: b._combine(g), device, args.steps)
+            bal = Balancer(MultiBalanceRule(t), range_check=check, fast_paths=fast).to(device)
+            counts = count(lambda b=bal, g=grads: b.combine(g), device, args.steps)
             what = "combine" if fast else "combine_general"
             rows.append({"what": what, "tasks": t, "range_check": check, **counts})
         del grads

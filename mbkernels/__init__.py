@@ -4,11 +4,11 @@
 >>> bal = mbk.MultiBalance(num_tasks=3, beta=0.9, relax=0.7, reference="target", target=0)
 """
 
-from . import ops, rules
+from . import ops, rules, validation
 from .balancer import Balancer, GramReduce
 from .checkpoint import check_state_dict, load_state_dict
 from .distributed import joint_mean_losses
-from .fork import fork
+from .fork import fork, fork_each
 from .multibalance import MultiBalance
 from .nonfinite import NONFINITE_POLICIES, NonFiniteGradientError, RefusedStepsWarning
 from .rules import (
@@ -27,6 +27,7 @@ from .rules import (
 )
 from .stats import BalanceStats, cosine_from_gram
 
+#: The version of the distribution (pyproject.toml reads it from here) and of mbviz.
 __version__ = "0.1.0"
 
 __all__ = [
@@ -52,9 +53,11 @@ __all__ = [
     "check_state_dict",
     "cosine_from_gram",
     "fork",
+    "fork_each",
     "joint_mean_losses",
     "load_state_dict",
     "make_rule",
     "ops",
     "rules",
+    "validation",
 ]

@@ -44,7 +44,6 @@ import torch
 from torch import Tensor, nn
 
 from . import _device, _host, ops
-from ._validation import check_choice, check_int
 from .amp import check_grad_scaler, current_scale, unscale_gram
 from .distributed import active_group, all_reduce_gram, check_process_group
 from .fork import fork
@@ -65,6 +64,7 @@ from .numerics import (
 )
 from .rules.base import Rule
 from .stats import BalanceStats
+from .validation import check_choice, check_int
 
 try:
     from torch._subclasses.fake_tensor import is_fake as _is_fake
@@ -113,6 +113,10 @@ class Balancer(nn.Module):
         warn_after_refused: warn (:class:`RefusedStepsWarning`, once per streak) when
             this many balancing steps in a row were refused (non-finite statistics, a
             dropped task under ``"skip_task"``); ``None`` never warns. Default 20.
+        fast_paths: take a step on the CPU host path or the GPU device path when it
+            qualifies (default ``True``). Both compute what the general tensor path
+            does; ``False`` always takes the general path, for measuring the two side
+            by side and for tests that compare them.
 
     State (``state_dict``): the rule's state tensors, ``step`` (int64), ``weights``
     (float64, the last weights applied) and ``refused_streak`` (int64, the number of
@@ -135,6 +139,7 @@ class Balancer(nn.Module):
         range_check: bool = True,
         full_gram: bool = False,
         warn_after_refused: int | None = 20,
+        fast_paths: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(rule, Rule):
@@ -173,9 +178,8 @@ class Balancer(nn.Module):
         self._warned = False  # for the current streak of refused steps
         # CUDA: the count in flight (pinned copy, its event, the count's device)
         self._pending_streak: tuple[Tensor, Any, torch.device] | None = None
-        # The CPU host path (mbkernels._host): the rule has a host implementation, and the
-        # dtypes it writes the state in are the buffers' (checked at every step).
-        self._host_rule = _has_host_weights(rule)
+        # The CPU host path (mbkernels._host) writes the state in the buffers' dtypes
+        # (checked at every step).
         self._host_dtypes = {
             **{name: value.dtype for name, value in rule.init_state().items()},
             "step": torch.int64,
@@ -186,9 +190,24 @@ class Balancer(nn.Module):
         self._host_views: tuple[dict[str, Tensor], list[int], dict[str, Any]] | None = None
         # a step taken on the host path, from which `stats` is built when read
         self._host_record: tuple[Any, ...] | None = None
-        # The GPU device path (mbkernels._device) and the record of its latest step.
-        self._device_rule = _device.has_device_step(rule)
+        # the record of the latest step taken on the GPU device path (mbkernels._device)
         self._device_record: Tensor | None = None
+        self.fast_paths = fast_paths  # sets _host_rule and _device_rule
+
+    @property
+    def fast_paths(self) -> bool:
+        """Whether a step may take the CPU host path or the GPU device path (see the
+        constructor); settable."""
+        return self._fast_paths
+
+    @fast_paths.setter
+    def fast_paths(self, on: bool) -> None:
+        if not isinstance(on, bool):
+            raise ValueError(f"fast_paths must be True or False, got {on!r}")
+        self._fast_paths = on
+        # the rule has a host implementation (mbkernels._host), a device step (_device)
+        self._host_rule = on and _has_host_weights(self.rule)
+        self._device_rule = on and _device.has_device_step(self.rule)
 
     # ------------------------------------------------------------------ forward
     def forward(self, z: Tensor) -> tuple[Tensor, ...]:
@@ -202,9 +221,16 @@ class Balancer(nn.Module):
         # Under Dynamo the disabled wrapper makes the fork a graph break; eagerly the
         # wrapper's own cost (~10 µs a call) is skipped.
         fork_fn = _fork_eager if torch.compiler.is_compiling() else fork
-        return fork_fn(z, self.num_tasks, self._combine)
+        return fork_fn(z, self.num_tasks, self.combine)
 
     # ----------------------------------------------------------------- backward
+    def combine(self, grads: Sequence[Tensor | None]) -> Tensor | None:
+        """One balancing step on the task gradients: what the fork's backward returns for
+        them (``sum_t w_t grads[t]``; ``None`` entries are unused tasks). The fork calls it;
+        it is public for benchmarks that time a step without a model around it.
+        ``grads`` are ``num_tasks`` tensors of one shape, dtype and device."""
+        return self._combine(grads)
+
     def _combine(self, grads: Sequence[Tensor | None]) -> Tensor | None:
         gs = [g for g in grads if g is not None]
         if not gs:
@@ -238,12 +264,7 @@ class Balancer(nn.Module):
             gram_local = range_safe_gram(gs, self.backend, self.range_check)  # float64
         else:  # the rule reads only the norms: T dot products, zeros off the diagonal
             gram_local = torch.diag(range_safe_sq_norms(gs, self.backend, self.range_check))
-        if len(present) < self.num_tasks:  # unused towers: zero rows and columns
-            full = gram_local.new_zeros(self.num_tasks, self.num_tasks)
-            idx = torch.tensor(present, device=device)
-            full[idx[:, None], idx[None, :]] = gram_local
-            gram_local = full
-        gram = self._reduce(gram_local)
+        gram = self._reduce(_fill_unused(gram_local, present, self.num_tasks))
         scale = current_scale(self.grad_scaler)
         gram = unscale_gram(gram, scale)
         # With a GradScaler, an overflow is the scaler's business whatever the policy: the
@@ -397,6 +418,32 @@ class Balancer(nn.Module):
         proposal = self._propose(gram, off_diagonal_known=True, policy=self.nonfinite)
         self._commit(proposal)
         return proposal.applied
+
+    def weigh_each(self, grads: Sequence[Tensor | None]) -> tuple[Tensor | None, ...]:
+        """One balancing step on ``num_tasks`` gradients of one shape, each weighted
+        separately: returns ``w_t * grads[t]`` (``None`` stays ``None``) instead of the
+        sum the fork's backward returns.
+
+        For models where each task has its own representation (the per-task expert
+        mixtures of an MMoE model): pair it with :func:`mbkernels.fork.fork_each`. The
+        Gram matrix is pass 1's with its float64 range fallback (``range_check``), an
+        unused task's row and column are zero, and the step is :meth:`step_weights`'s.
+        The Gram matrix is this process's: no all-reduce, no loss-scale correction.
+        """
+        if len(grads) != self.num_tasks:
+            raise ValueError(
+                f"grads must hold num_tasks={self.num_tasks} entries, got {len(grads)}"
+            )
+        present = [i for i, g in enumerate(grads) if g is not None]
+        gs = [g for g in grads if g is not None]
+        if not gs:
+            return tuple(None for _ in grads)
+        gram_local = range_safe_gram(gs, self.backend, self.range_check)
+        weights = self.step_weights(_fill_unused(gram_local, present, self.num_tasks))
+        out: list[Tensor | None] = [None] * self.num_tasks
+        for i, g in zip(present, gs):
+            out[i] = g * weights[i].to(g.dtype)
+        return tuple(out)
 
     def _propose(self, gram: Tensor, *, off_diagonal_known: bool, policy: str) -> _Proposal:
         """Run the rule on ``gram``'s device and return what the step would commit, without
@@ -823,6 +870,17 @@ def _pass1_tensor(fast: Tensor | None, values: list[float]) -> Tensor:
     """Pass 1's result as the tensor the general path starts from (the host path's small
     norms are host floats: float32 values, exactly)."""
     return fast if fast is not None else torch.tensor(values, dtype=torch.float32)
+
+
+def _fill_unused(gram: Tensor, present: Sequence[int], num_tasks: int) -> Tensor:
+    """The ``[num_tasks, num_tasks]`` Gram matrix from that of the ``present`` tasks'
+    gradients: an unused task's row and column are zero (it contributes nothing)."""
+    if len(present) == num_tasks:
+        return gram
+    full = gram.new_zeros(num_tasks, num_tasks)
+    idx = torch.tensor(present, device=gram.device)
+    full[idx[:, None], idx[None, :]] = gram
+    return full
 
 
 def _plain_sum(grads: Sequence[Tensor]) -> Tensor:

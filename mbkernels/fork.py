@@ -1,10 +1,16 @@
-"""Fork one tensor into T identical outputs whose gradients meet in one backward.
+"""Forks whose T outputs' gradients meet in one backward call.
 
-Each task tower consumes its own output. When ``sum(losses).backward()`` runs,
-autograd calls :meth:`_Fork.backward` exactly once with all T gradients
-``dL_t/dZ`` (``None`` for a tower that did not use its output), and the
-callback turns them into the single gradient that flows on into the bottom.
-No extra backward pass, no detach: the towers' backward runs once.
+:func:`fork` turns one tensor into T identical outputs. Each task tower consumes
+its own output. When ``sum(losses).backward()`` runs, autograd calls
+:meth:`_Fork.backward` exactly once with all T gradients ``dL_t/dZ`` (``None``
+for a tower that did not use its output), and the callback turns them into the
+single gradient that flows on into the bottom. No extra backward pass, no
+detach: the towers' backward runs once.
+
+:func:`fork_each` does the same for T tensors that are already separate (one
+representation per task, as the per-task expert mixtures of an MMoE model): it
+returns them unchanged, and the callback maps their T gradients to T gradients,
+one for each input.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
 Combine = Callable[[Sequence[Tensor | None]], Tensor | None]
+CombineEach = Callable[[Sequence[Tensor | None]], Sequence[Tensor | None]]
 
 
 class _Fork(torch.autograd.Function):
@@ -43,3 +50,31 @@ def fork(z: Tensor, num_outputs: int, combine: Combine) -> tuple[Tensor, ...]:
     output was not used) and returns the gradient for ``z`` (or ``None``).
     """
     return _Fork.apply(combine, num_outputs, z)
+
+
+class _ForkEach(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: FunctionCtx, combine: CombineEach, *tensors: Tensor) -> tuple[Tensor, ...]:
+        ctx.combine = combine  # type: ignore[attr-defined]
+        ctx.num_inputs = len(tensors)  # type: ignore[attr-defined]
+        ctx.set_materialize_grads(False)
+        return tuple(t.view_as(t) for t in tensors)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+        out = tuple(ctx.combine(grads))
+        if len(out) != ctx.num_inputs:
+            raise ValueError(
+                f"fork_each's combine must return {ctx.num_inputs} gradients, got {len(out)}"
+            )
+        return (None, *out)
+
+
+def fork_each(tensors: Sequence[Tensor], combine: CombineEach) -> tuple[Tensor, ...]:
+    """Return ``tensors`` unchanged (views); their gradients go to ``combine`` together.
+
+    ``combine`` receives the sequence of the outputs' gradients (``None`` where an
+    output was not used) and returns one gradient (or ``None``) per input, in order.
+    """
+    return _ForkEach.apply(combine, *tensors)

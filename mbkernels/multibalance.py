@@ -1,4 +1,4 @@
-"""``MultiBalance``: the named convenience module of the brief."""
+"""``MultiBalance``: a :class:`Balancer` running :class:`MultiBalanceRule`, in one call."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ class MultiBalance(Balancer):
             only the norms), so ``stats.cosine`` monitors conflicts; see :class:`Balancer`.
         warn_after_refused: warn once a streak of refused steps reaches this length
             (``None``: never); see :class:`Balancer`.
+        fast_paths: allow the CPU host path and the GPU device path (default); ``False``
+            always takes the general tensor path; see :class:`Balancer`.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class MultiBalance(Balancer):
         range_check: bool = True,
         full_gram: bool = False,
         warn_after_refused: int | None = 20,
+        fast_paths: bool = True,
     ) -> None:
         rule = MultiBalanceRule(
             num_tasks,
@@ -75,4 +78,5 @@ class MultiBalance(Balancer):
             range_check=range_check,
             full_gram=full_gram,
             warn_after_refused=warn_after_refused,
+            fast_paths=fast_paths,
         )

@@ -33,36 +33,21 @@ import torch
 from torch import Tensor
 
 from . import ops
+from .ops import torch_ops
 
 #: float32's smallest normal number is 2**-126; one below it per element is the bound.
 UNDERFLOW_PER_ELEMENT = 2.0**-125
 FLOAT32_MAX = torch.finfo(torch.float32).max
-_CPU_CHUNK = 1 << 15
 
 
 def gram_float64(grads: Sequence[Tensor]) -> Tensor:
-    """``G_ij = <g_i, g_j>`` accumulated in float64, in cache-sized chunks on CPU."""
-    flat = [g.reshape(-1) for g in grads]
-    t, n, device = len(flat), flat[0].numel(), flat[0].device
-    gram = torch.zeros(t, t, dtype=torch.float64, device=device)
-    chunk = max(1, n if device.type != "cpu" else min(n, _CPU_CHUNK))
-    for start in range(0, n, chunk):
-        block = torch.stack([f[start : start + chunk].to(torch.float64) for f in flat])
-        gram.addmm_(block, block.T)
-    return gram
+    """``G_ij = <g_i, g_j>`` accumulated in float64 (the PyTorch pass 1, chunked on CPU)."""
+    return torch_ops.gram_torch(grads, torch.float64)
 
 
 def sq_norms_float64(grads: Sequence[Tensor]) -> Tensor:
-    """``[T]`` squared norms accumulated in float64, in cache-sized chunks on CPU."""
-    flat = [g.reshape(-1) for g in grads]
-    n, device = flat[0].numel(), flat[0].device
-    out = torch.zeros(len(flat), dtype=torch.float64, device=device)
-    chunk = max(1, n if device.type != "cpu" else min(n, _CPU_CHUNK))
-    for start in range(0, n, chunk):
-        for t, f in enumerate(flat):
-            block = f[start : start + chunk].to(torch.float64)
-            out[t] += torch.dot(block, block)
-    return out
+    """``[T]`` squared norms accumulated in float64 (the PyTorch norms-only pass 1)."""
+    return torch_ops.sq_norms_torch(grads, torch.float64)
 
 
 def needs_float64(gram: Tensor, numel: int) -> Tensor:

@@ -21,8 +21,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
-
 _SUBMODULES = (
     "course",
     "data",
@@ -63,6 +61,10 @@ _NAMES = {"StatsRecorder": "recorder", "history_from_stats": "recorder"}
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # one distribution, one version: mbkernels'
+        from mbkernels import __version__
+
+        return __version__
     if name in _SUBMODULES:
         module = importlib.import_module(f".{name}", __name__)
         globals()[name] = module
@@ -75,7 +77,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_SUBMODULES, *_NAMES])
+    return sorted([*globals(), "__version__", *_SUBMODULES, *_NAMES])
 
 
 __all__ = ["__version__", *_SUBMODULES, *_NAMES]

@@ -35,8 +35,8 @@ import torch
 from torch import Tensor, nn
 
 from mbkernels import Balancer
-from mbkernels._validation import check_choice, check_int
 from mbkernels.rules import Rule
+from mbkernels.validation import check_choice, check_int
 
 from .taskwise import TaskwiseBalancer
 

@@ -12,30 +12,16 @@ import html
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
-from mbkernels._validation import check_int
+from mbkernels.validation import check_int
 
 from ._deps import require
+from .course.section import Section, SectionFn
 
+__all__ = ["Section", "SectionFn", "render_html", "run_sections", "write_report"]
 
-@dataclass
-class Section:
-    """One part of the report: what a notebook's experiment produced."""
-
-    key: str  # short id, e.g. "00"
-    title: str
-    notebook: str
-    text: str  # a paragraph or two, plain text (escaped when written)
-    figures: list[Any] = field(default_factory=list)  # plotly go.Figure
-    tables: list[Any] = field(default_factory=list)  # pandas DataFrames
-    seconds: float = 0.0
-
-
-SectionFn = Callable[[int], Section]
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;

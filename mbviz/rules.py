@@ -1,61 +1,40 @@
 """Balancing rules by name, for the runner, the figures and the widgets.
 
-The rules themselves live in :mod:`mbkernels.rules`. When that package offers a
-registry (``mbkernels.rules.make_rule`` and a list of names), it is used as is,
-so every rule added there shows up here; the two core rules are always known.
+The rules and their registry live in :mod:`mbkernels.rules` (``RULES``,
+``make_rule``); every rule registered there is available here. This module adds a
+display label per name, and :func:`make_balancer`, which builds a balancer that
+records the whole Gram matrix.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import mbkernels.rules as _mkr
 from mbkernels import Balancer
-from mbkernels.rules import Equal, MultiBalanceRule, Rule
+from mbkernels.rules import RULES, Rule
+from mbkernels.rules import make_rule as make_rule
 
-#: Rules always available (mbkernels core).
-_CORE: dict[str, type[Rule]] = {"equal": Equal, "multibalance": MultiBalanceRule}
-
-#: A readable label per rule name, for legends.
+#: A readable label for each rule name, for legends; also the runner's two other
+#: methods: ``"none"`` (no balancer) and the parameter-level methods.
 LABELS: dict[str, str] = {
     "equal": "Equal",
-    "fixed": "Fixed",
+    "linear": "Linear (fixed)",
     "multibalance": "MultiBalance",
+    "max_norm": "MaxNorm",
     "mgda_ub": "MGDA-UB",
-    "mgda": "MGDA-UB",
     "pcgrad": "PCGrad",
     "imtl_g": "IMTL-G",
-    "imtl": "IMTL-G",
     "cagrad": "CAGrad",
     "aligned_mtl": "Aligned-MTL",
-    "maxnorm": "MaxNorm",
-    "max_norm": "MaxNorm",
-    "upgrad": "UPGrad",
-    "linear": "Linear (fixed)",
     "none": "Plain sum",
     "metabalance_params": "MetaBalance (params)",
     "mgda_params": "MGDA (params)",
 }
 
 
-def _registry_names() -> tuple[str, ...]:
-    for attr in ("RULE_NAMES", "RULES", "REGISTRY"):
-        names = getattr(_mkr, attr, None)
-        if names:
-            return tuple(str(n) for n in names)
-    fn = getattr(_mkr, "rule_names", None) or getattr(_mkr, "available_rules", None)
-    if callable(fn):
-        return tuple(str(n) for n in fn())
-    return ()
-
-
 def rule_names() -> tuple[str, ...]:
-    """Every rule name :func:`make_rule` accepts, core rules first."""
-    names = list(_CORE)
-    for n in _registry_names():
-        if n not in names:
-            names.append(n)
-    return tuple(names)
+    """Every rule name :func:`make_rule` accepts, in the registry's order."""
+    return tuple(RULES)
 
 
 def label(name: str) -> str:
@@ -63,21 +42,8 @@ def label(name: str) -> str:
     return LABELS.get(name, name)
 
 
-def make_rule(name: str, num_tasks: int, **kwargs: Any) -> Rule:
-    """The rule object called ``name`` for ``num_tasks`` tasks, with its hyperparameters."""
-    registry = getattr(_mkr, "make_rule", None)
-    if callable(registry) and name not in _CORE:
-        rule = registry(name, num_tasks, **kwargs)
-        if not isinstance(rule, Rule):  # pragma: no cover - registry contract
-            raise ValueError(f"mbkernels.rules.make_rule({name!r}) did not return a Rule")
-        return rule
-    if name not in _CORE:
-        allowed = ", ".join(repr(n) for n in rule_names())
-        raise ValueError(f"rule must be one of {allowed}, got {name!r}")
-    return _CORE[name](num_tasks, **kwargs)
-
-
 def make_balancer(name: str, num_tasks: int, *, backend: str = "auto", **kwargs: Any) -> Balancer:
     """A :class:`mbkernels.Balancer` running the rule ``name`` (with the full Gram
     matrix, so its stats show the cosines between tasks whatever the rule)."""
-    return Balancer(make_rule(name, num_tasks, **kwargs), backend=backend, full_gram=True)
+    rule: Rule = make_rule(name, num_tasks, **kwargs)
+    return Balancer(rule, backend=backend, full_gram=True)

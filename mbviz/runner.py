@@ -17,9 +17,9 @@ Two levels:
 
 - ``"representation"``: the rule runs inside the backward pass of ``sum(losses)`` through
   the model's balancer (:mod:`mbkernels` fork): one backward per step.
-- ``"parameter"``: one ``torch.autograd.grad`` per task over all parameters (T backward
-  passes), the Gram matrix of the per-task gradients of the *shared parameters*, the same
-  rule object (through :meth:`mbkernels.Balancer.step_weights`), and
+- ``"parameter"``: :class:`mbkernels.param_level.RuleParams`: one backward per task (T
+  backward passes), the Gram matrix of the per-task gradients of the *shared parameters*,
+  the same rule object (through :meth:`mbkernels.Balancer.step_weights`), and
   ``sum_t w_t grad_t`` written to the shared parameters; task-specific parameters get
   their ordinary gradients, as at representation level. The published parameter-level
   methods of :mod:`mbkernels.param_level` run by name: ``rule="metabalance_params"``
@@ -54,7 +54,8 @@ import torch
 from torch import Tensor, nn
 
 from mbkernels import Balancer
-from mbkernels._validation import check_choice, check_float, check_int
+from mbkernels.param_level import RuleParams
+from mbkernels.validation import check_choice, check_float, check_int
 
 from . import metrics as M
 from ._deps import require
@@ -309,37 +310,6 @@ def _make_optimizer(config: RunConfig, params: Sequence[nn.Parameter]) -> torch.
     return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _parameter_level_backward(model: nn.Module, losses: list[Tensor], balancer: Balancer) -> None:
-    """T backward passes; the rule on the Gram matrix of the shared-parameter gradients."""
-    shared = list(model.shared_parameters())  # type: ignore[operator]
-    shared_ids = {id(p) for p in shared}
-    others = [p for p in model.parameters() if id(p) not in shared_ids and p.requires_grad]
-    params = shared + others
-    T = len(losses)
-    per_task: list[list[Tensor | None]] = []
-    for t, loss in enumerate(losses):
-        per_task.append(
-            list(torch.autograd.grad(loss, params, retain_graph=t < T - 1, allow_unused=True))
-        )
-    ns = len(shared)
-    gram = torch.zeros(T, T, dtype=torch.float32)
-    for k in range(ns):
-        gk = [g[k] if g[k] is not None else torch.zeros_like(shared[k]) for g in per_task]
-        flat = torch.stack([g.reshape(-1).float() for g in gk])
-        gram += flat @ flat.T
-    weights = balancer.step_weights(gram)
-    for k, p in enumerate(params):
-        grads = [g[k] for g in per_task]
-        if k < ns:
-            total = sum(
-                (w * g for w, g in zip(weights.tolist(), grads) if g is not None),
-                torch.zeros_like(p),
-            )
-        else:
-            total = sum((g for g in grads if g is not None), torch.zeros_like(p))
-        p.grad = total
-
-
 class Trainer:
     """One model, optimiser and rule, stepped one mini-batch at a time.
 
@@ -354,6 +324,7 @@ class Trainer:
         self.model = problem.make_model(config.arch or problem.archs[0])
         self.balancer: Balancer | None = None  # parameter level only
         self.param_balancer: Any = None  # mbkernels.param_level methods
+        self.rule_params: RuleParams | None = None  # a rule at parameter level
         if config.rule == "none":
             self.model.attach(None)
         elif config.rule in PARAM_METHODS:
@@ -371,6 +342,7 @@ class Trainer:
             else:
                 self.model.attach(None)
                 self.balancer = Balancer(rule, backend=config.backend, full_gram=True)
+                self.rule_params = RuleParams(self.model.shared_parameters(), self.balancer)
         self.optimizer = _make_optimizer(config, list(self.model.parameters()))
         self.generator = torch.Generator().manual_seed(config.seed)
         self.pref = None if config.preference is None else [float(p) for p in config.preference]
@@ -396,9 +368,9 @@ class Trainer:
                 st.weights.float().mean(0),
                 None if ema is None else ema.float().mean(0),
             )
-        elif self.balancer is not None:
-            _parameter_level_backward(self.model, weighted, self.balancer)
-            stats = self.balancer.stats
+        elif self.rule_params is not None:
+            self.rule_params.backward(weighted)
+            stats = self.rule_params.balancer.stats
         else:
             sum(weighted).backward()  # type: ignore[union-attr]
             stats = self.model.stats

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from mbkernels import MultiBalance
-from mbkernels._validation import check_float, check_int
+from mbkernels.validation import check_float, check_int
 
 from ._deps import require
 from .problems.base import MultiTaskProblem

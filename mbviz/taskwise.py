@@ -6,42 +6,25 @@ gradient of each task's loss with respect to that task's mixture, ``g_t =
 dL_t/dh_t`` (all ``[B, D]``, the same shape, the same feature space), computes
 task weights from them, and sends ``w_t * g_t`` back into mixture ``t``.
 
-:class:`TaskwiseBalancer` does the same in ONE backward pass: a custom autograd
-function returns its ``T`` inputs unchanged; autograd calls its backward once
-with all ``T`` gradients; the Gram matrix ``<g_i, g_j>`` goes through the very
-same :meth:`mbkernels.Balancer.step_weights` (rule, state, EMA, stats), and each
-gradient is scaled by its weight. Unlike :class:`mbkernels.Balancer`, gradients
-are *not* summed: each goes back to its own mixture (and from there to the
-shared experts, where autograd sums them).
+:class:`TaskwiseBalancer` does the same in ONE backward pass with the public
+pieces of :mod:`mbkernels`: :func:`mbkernels.fork.fork_each` returns the ``T``
+mixtures unchanged and hands their ``T`` gradients over together, and
+:meth:`mbkernels.Balancer.weigh_each` runs one balancing step on them (pass 1 with
+its float64 range fallback, the rule, state, EMA, stats) and scales each by its
+weight. Unlike the shared-representation fork, gradients are *not* summed: each
+goes back to its own mixture (and from there to the shared experts, where
+autograd sums them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
-
 import torch
 from torch import Tensor, nn
-from torch.autograd.function import FunctionCtx, once_differentiable
 
-from mbkernels import Balancer, ops
+from mbkernels import Balancer
+from mbkernels.fork import fork_each
 from mbkernels.rules import Rule
 from mbkernels.stats import BalanceStats
-
-_Combine = Callable[[Sequence[Tensor | None]], tuple[Tensor | None, ...]]
-
-
-class _Taskwise(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: FunctionCtx, combine: _Combine, *reps: Tensor) -> tuple[Tensor, ...]:
-        ctx.combine = combine  # type: ignore[attr-defined]
-        ctx.set_materialize_grads(False)
-        return tuple(r.view_as(r) for r in reps)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
-        return (None, *ctx.combine(grads))
 
 
 class TaskwiseBalancer(nn.Module):
@@ -76,19 +59,4 @@ class TaskwiseBalancer(nn.Module):
             raise ValueError(f"all task representations must have one shape, got {sorted(shapes)}")
         if not (torch.is_grad_enabled() and any(r.requires_grad for r in reps)):
             return tuple(reps)
-        return _Taskwise.apply(self._combine, *reps)
-
-    def _combine(self, grads: Sequence[Tensor | None]) -> tuple[Tensor | None, ...]:
-        present = [i for i, g in enumerate(grads) if g is not None]
-        if not present:
-            return tuple(None for _ in grads)
-        gs = [g for g in grads if g is not None]
-        gram_p = ops.gram(gs, self.balancer.backend)
-        gram = gram_p.new_zeros(self.num_tasks, self.num_tasks)
-        idx = torch.tensor(present, device=gram.device)
-        gram[idx[:, None], idx[None, :]] = gram_p
-        weights = self.balancer.step_weights(gram)
-        out: list[Tensor | None] = [None] * self.num_tasks
-        for i, g in zip(present, gs):
-            out[i] = g * weights[i].to(g.dtype)
-        return tuple(out)
+        return fork_each(reps, self.balancer.weigh_each)

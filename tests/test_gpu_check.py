@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.sh, the prepared first GPU run, cannot rot: its dry run (``DRY=1``:
+"""benchmarks/gpu_check.sh, the prepared GPU check, cannot rot: its dry run (``DRY=1``:
 CPU, tiny sizes, the kernels through the Triton interpreter) runs every step with the
 arguments the GPU run uses, and its deadline logic skips what no longer fits."""
 

@@ -149,3 +149,30 @@ def test_toy_and_stability_figures() -> None:
     fig = F.variance_heatmap(v)
     assert np.asarray(fig.data[0].z).shape == (2, 2)
     _all_axes_titled(fig)
+
+
+def test_every_method_the_runner_accepts_has_a_label_and_no_other_name_does() -> None:
+    from mbkernels.rules import RULES
+    from mbviz.rules import LABELS, rule_names
+    from mbviz.runner import PARAM_METHODS
+
+    assert set(LABELS) == {*RULES, "none", *PARAM_METHODS}
+    assert rule_names() == tuple(RULES)
+
+
+def test_traffic_bars_and_throughput_ratios() -> None:
+    import pandas as pd
+
+    from mbviz import figures
+    from mbviz.course.traffic import bytes_moved
+
+    fig = figures.traffic_bars(2**20, tasks=[1, 4])
+    assert [t.name for t in fig.data] == ["fused", "naive"]
+    assert list(fig.data[0].y) == [bytes_moved(t, 2**20, "float32", "fused") / 1e6 for t in (1, 4)]
+    rows = pd.DataFrame(
+        {"method": ["a", "a", "b", "b"], "T": [2, 4, 2, 4], "ratio_vs_sum_paired": [1, 1, 0.9, 0.8]}
+    )
+    fig = figures.throughput_ratios(rows)
+    assert [t.name for t in fig.data] == ["a", "b"] and list(fig.data[1].y) == [0.9, 0.8]
+    for f in (fig, figures.traffic_bars(16)):
+        assert f.layout.xaxis.title.text and f.layout.yaxis.title.text

@@ -55,3 +55,19 @@ def test_without_range_check_an_overflowing_gram_is_a_nonfinite_step() -> None:
     assert not bool(bal.stats.finite) and int(bal.step) == 0
     with pytest.raises(ValueError, match="range_check must be True or False"):
         mbk.MultiBalance(T, range_check=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("magnitude", [1e30, 1e-30])
+def test_the_float64_pass_1_spans_chunks_and_float32s_range(
+    dtype: torch.dtype, magnitude: float
+) -> None:
+    from mbkernels.numerics import sq_norms_float64
+    from mbkernels.ops.torch_ops import CPU_CHUNK, NORM_ROW
+
+    n = CPU_CHUNK + NORM_ROW + 3  # several chunks, norm rows and a tail
+    grads = [(magnitude * c * torch.randn(n, dtype=torch.float64)).to(dtype) for c in (1, 3)]
+    flat = torch.stack([g.double() for g in grads])
+    expect = flat @ flat.T
+    torch.testing.assert_close(gram_float64(grads), expect, rtol=1e-12, atol=0)
+    torch.testing.assert_close(sq_norms_float64(grads), expect.diagonal(), rtol=1e-12, atol=0)

@@ -229,5 +229,5 @@ def test_pass1_offsets_stay_within_int32_up_to_the_largest_size(t: int, n_below:
         for b in (first, last - 1):  # offsets grow with b: the extremes suffice
             assert _int32(b * block + block - 1) == b * block + block - 1
         unbounded_wraps |= _int32((first + per - 1) * block + block - 1) < 0
-    if n_below <= 255:  # the check finds the old loop's wrap here, at every launch size
+    if n_below <= 255:  # a loop without the stop at the last block wraps here, at every launch size
         assert unbounded_wraps

@@ -213,3 +213,38 @@ def test_metabalance_params_keeps_its_state_on_the_parameters_device() -> None:
     cpu = MetaBalanceParams(torch.nn.Linear(6, 4).parameters(), T, target=1)
     bal.load_state_dict(cpu.state_dict())  # a state saved on another device
     assert bal.ema.device.type == "meta"
+
+
+def test_rule_params_weights_every_shared_parameter_by_the_balancer_step() -> None:
+    import mbkernels as mbk
+    from mbkernels.param_level import RuleParams
+
+    model = ToyMultiTask(T)
+    shared = list(model.bottom.parameters())
+    x, y = torch.randn(8, 6), torch.randn(8, T)
+    rule_bal = mbk.Balancer(mbk.MultiBalanceRule(T, relax=1.0, reference="max"))
+    bal = RuleParams(shared, rule_bal)
+    grads = bal.task_gradients(_losses(model, x, y))
+    flat = torch.stack([torch.cat([g.reshape(-1).double() for g in task]) for task in grads])
+    expected_w = mbk.Balancer(mbk.MultiBalanceRule(T, relax=1.0, reference="max")).step_weights(
+        flat @ flat.T
+    )
+    for p in model.parameters():
+        p.grad = None
+    bal.backward(_losses(model, x, y))
+    assert rule_bal.stats is not None and int(rule_bal.step) == 1
+    torch.testing.assert_close(rule_bal.stats.weights, expected_w)
+    for i, p in enumerate(shared):
+        want = sum(expected_w[t].float() * grads[t][i] for t in range(T))
+        torch.testing.assert_close(p.grad, want)
+    # the towers get their own task's gradient, unweighted
+    tower_grads = [p.grad for p in model.towers.parameters()]
+    assert all(g is not None for g in tower_grads)
+
+
+def test_rule_params_needs_a_balancer() -> None:
+    from mbkernels.param_level import RuleParams
+
+    model = ToyMultiTask(T)
+    with pytest.raises(ValueError, match="balancer must be a mbkernels.Balancer"):
+        RuleParams(model.bottom.parameters(), "multibalance")  # type: ignore[arg-type]

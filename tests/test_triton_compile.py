@@ -6,8 +6,8 @@ machine without a GPU.
 through Triton's NVIDIA backend and reads the SASS back: spill stores (``STL``) and the
 width of every global load. It runs in a subprocess because this test session has
 ``TRITON_INTERPRET=1`` set (the interpreter replaces the compiler). A negative control
-checks that the count does find spills: pass 1 at 33 tasks with the 128-element blocks it
-used before spilled 1,500 values on sm_80.
+checks that the count does find spills: pass 1 at 33 tasks with 128-element blocks spills
+about 1,500 values on sm_80.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def test_kernels_compile_for_a100_and_h100_in_registers_with_vector_loads(tmp_pa
         assert 0 < r["registers"] <= 255, r
         if r["tasks"] <= 32:
             assert r["spill_stores"] == 0, r
-        else:  # T_PAD = 64: a few stores at most (the old sizes: about 1,500)
+        else:  # T_PAD = 64: a few stores at most (128-element blocks: about 1,500)
             assert r["spill_stores"] <= 8, r
         widths = {int(bits): n for bits, n in r["global_load_bits"].items()}
         if r["kernel"] == "gram" and r["tasks"] <= OUTER_MAX_TASKS:

@@ -62,14 +62,14 @@ def _compile(kernel: str, t: int, dtype: str, arch: int, variant: str = "vector"
     if kernel == "gram":
         t_pad, block, num_warps = triton_ops.gram_launch(t)
         outer = t <= triton_ops.OUTER_MAX_TASKS
-        fn = triton_ops._gram_outer_kernel if outer else triton_ops._gram_kernel
+        fn = triton_ops.KERNELS["gram_outer" if outer else "gram"]
         signature = {"table_ptr": "*i64", "partial_ptr": "*fp32", "n_elements": "i32",
                      "blocks_per_program": "i32"}  # fmt: skip
         constexprs = {"T": t, "T_PAD": t_pad, "BLOCK": block, "DTYPE": tl_dtype}
         pointers, n_index = (0, 1), 2
     else:
         block, num_warps = triton_ops.weighted_sum_launch(t, aligned and n_divisible)
-        fn = triton_ops._weighted_sum_kernel
+        fn = triton_ops.KERNELS["weighted_sum"]
         signature = {"table_ptr": "*i64", "weight_ptr": "*fp32", "out_ptr": f"*{short}",
                      "n_elements": "i32"}  # fmt: skip
         constexprs = {"T": t, "BLOCK": block, "DTYPE": tl_dtype}
@@ -77,7 +77,7 @@ def _compile(kernel: str, t: int, dtype: str, arch: int, variant: str = "vector"
     attrs = {(i,): _DIVISIBLE for i in pointers}
     if n_divisible:
         attrs[(n_index,)] = _DIVISIBLE
-    if fn is not triton_ops._gram_outer_kernel:  # it reads element by element anyway
+    if fn is not triton_ops.KERNELS["gram_outer"]:  # it reads element by element anyway
         constexprs["ALIGNED"] = aligned
     signature.update(dict.fromkeys(constexprs, "constexpr"))
     src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)

@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from .._validation import check_choice
+from ..validation import check_choice
 
 Backend = Literal["auto", "torch", "triton"]
 BACKENDS: tuple[str, ...] = ("auto", "torch", "triton")

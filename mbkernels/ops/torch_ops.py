@@ -51,11 +51,12 @@ def _chunk(n: int, device: torch.device, cpu_chunk: int = CPU_CHUNK) -> int:
     return n if device.type != "cpu" else min(n, cpu_chunk)
 
 
-def gram_torch(grads: Sequence[Tensor]) -> Tensor:
-    """Gram matrix ``G_ij = <g_i, g_j>`` of equally shaped gradients, in float32 (or float64)."""
+def gram_torch(grads: Sequence[Tensor], acc: torch.dtype | None = None) -> Tensor:
+    """Gram matrix ``G_ij = <g_i, g_j>`` of equally shaped gradients, accumulated in ``acc``
+    (default :func:`accumulation_dtype`: float32, or float64 for float64 gradients)."""
     flat = [g.reshape(-1) for g in grads]
     t, n = len(flat), flat[0].numel()
-    acc = accumulation_dtype(flat[0].dtype)
+    acc = acc or accumulation_dtype(flat[0].dtype)
     device = flat[0].device
     gram = torch.zeros(t, t, dtype=acc, device=device)
     if n == 0:
@@ -71,8 +72,9 @@ def gram_torch(grads: Sequence[Tensor]) -> Tensor:
     return gram
 
 
-def sq_norms_torch(grads: Sequence[Tensor]) -> Tensor:
-    """``[T]`` squared norms ``<g_t, g_t>`` (the Gram diagonal), in float32 (or float64).
+def sq_norms_torch(grads: Sequence[Tensor], acc: torch.dtype | None = None) -> Tensor:
+    """``[T]`` squared norms ``<g_t, g_t>`` (the Gram diagonal), accumulated in ``acc``
+    (default as :func:`gram_torch`).
 
     Per task, one ``vector_norm`` over rows of ``NORM_ROW`` elements (float32
     accumulation, float16/bfloat16 upcast on the fly) written into a ``[T, rows]``
@@ -86,7 +88,7 @@ def sq_norms_torch(grads: Sequence[Tensor]) -> Tensor:
     """
     flat = [g.reshape(-1) for g in grads]
     t, n, device = len(flat), flat[0].numel(), flat[0].device
-    acc = accumulation_dtype(flat[0].dtype)
+    acc = acc or accumulation_dtype(flat[0].dtype)
     rows = n // NORM_ROW
     head = rows * NORM_ROW
     sq = torch.zeros(t, dtype=acc, device=device)

@@ -164,6 +164,15 @@ def _weighted_sum_kernel(
     tl.store(out_ptr + cols, acc.to(DTYPE), mask=mask)
 
 
+#: The kernels by name, for tools that compile them ahead of time (resource reports):
+#: ``"gram_outer"`` is pass 1 for ``T <= OUTER_MAX_TASKS``, ``"gram"`` above that.
+KERNELS = {
+    "gram_outer": _gram_outer_kernel,
+    "gram": _gram_kernel,
+    "weighted_sum": _weighted_sum_kernel,
+}
+
+
 def _contiguous(grads: Sequence[Tensor]) -> list[Tensor]:
     return [g if g.is_contiguous() else g.contiguous() for g in grads]
 
@@ -249,11 +258,11 @@ OUTER_PROGRAMS_PER_SM = {1: 16, 2: 16, 4: 10, 8: 4}
 # Pass 1's (BLOCK, num_warps) per padded task count beyond that: the [T_PAD, BLOCK] tile
 # and the [T_PAD, T_PAD] accumulator of one program stay in registers. Chosen by compiling
 # for sm_80 and sm_90 in every dtype, for aligned and unaligned gradients
-# (tools/triton_resources.py): these sizes spilled nothing in the final sweep (1-128
-# tasks). At T_PAD = 64 every size tried in earlier sweeps spilled a few values at some
-# task counts (1-5 stores, against 1,300+ with the 128-element blocks used before), 64 on
-# 8 warps the fewest; T_PAD = 128 needs 8 warps for its 128 x 128 accumulator. Beyond 128
-# tasks the accumulator alone outgrows the register file: still correct, but it spills.
+# (tools/triton_resources.py): these sizes spill nothing at 1-128 tasks. At T_PAD = 64
+# every block size spills a few values at some task counts (1-5 stores; 128-element blocks
+# spill 1,300+), 64 on 8 warps the fewest; T_PAD = 128 needs 8 warps for its 128 x 128
+# accumulator. Beyond 128 tasks the accumulator alone outgrows the register file: still
+# correct, but it spills.
 _GRAM_LAUNCH = {16: (256, 4), 32: (64, 8), 64: (64, 8), 128: (32, 8)}
 # Pass 2 loads BLOCK elements of each of the T gradients before adding them up. With
 # 16-byte-aligned gradients of a length divisible by 16 the loads are 16-byte vectors;

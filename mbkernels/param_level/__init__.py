@@ -3,5 +3,6 @@
 from .base import ParamBalancer, ParamBalanceStats
 from .metabalance import MetaBalanceParams
 from .mgda import MGDAParams
+from .rule import RuleParams
 
-__all__ = ["MGDAParams", "MetaBalanceParams", "ParamBalanceStats", "ParamBalancer"]
+__all__ = ["MGDAParams", "MetaBalanceParams", "ParamBalanceStats", "ParamBalancer", "RuleParams"]

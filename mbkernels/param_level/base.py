@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_int
+from ..validation import check_int
 
 
 @dataclass(frozen=True)

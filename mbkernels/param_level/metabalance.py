@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_float, check_int
+from ..validation import check_float, check_int
 from .base import ParamBalancer
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_float
+from ..validation import check_float
 from ._simplex import matvec, normalize_gram
 from .base import Rule, State
 from .linear import check_preferences

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .._validation import check_int
+from ..validation import check_int
 
 State = dict[str, Tensor]
 

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_float, check_int
+from ..validation import check_float, check_int
 from ._simplex import (
     MAX_EXACT_TASKS,
     allowed_supports,

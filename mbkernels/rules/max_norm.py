@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_float
+from ..validation import check_float
 from .base import Rule, State, check_magnitude_ema
 
 

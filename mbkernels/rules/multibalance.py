@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from .. import _host
-from .._validation import check_choice, check_float, check_int
+from ..validation import check_choice, check_float, check_int
 from .base import Rule, State, check_magnitude_ema
 
 Reference = Literal["target", "mean", "max"]

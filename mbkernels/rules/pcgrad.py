@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._validation import check_int
+from ..validation import check_int
 from .base import Rule, State
 
 _MOD = 2_147_483_647  # 2^31 - 1: products with the multipliers below stay inside int64

@@ -1,4 +1,8 @@
-"""The map of the course: one entry per notebook, shown by notebook 00."""
+"""The map of the course: one entry per notebook, shown by notebook 00.
+
+The one list of the notebooks, their order, titles and teaching times; the headless
+report (:mod:`mbviz.course.sections`) takes its section titles and files from here.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,11 @@ class Notebook:
     title: str
     story: str
     minutes: int  # suggested teaching time in a workshop
+
+    @property
+    def key(self) -> str:
+        """The notebook's number: ``"03"`` for ``03_pareto_fronts.ipynb``."""
+        return self.file[:2]
 
 
 NOTEBOOKS: tuple[Notebook, ...] = (
@@ -68,6 +77,15 @@ NOTEBOOKS: tuple[Notebook, ...] = (
         20,
     ),
 )
+
+
+def notebook(key: str) -> Notebook:
+    """The notebook numbered ``key`` (``"00"`` to the last)."""
+    for nb in NOTEBOOKS:
+        if nb.key == key:
+            return nb
+    keys = ", ".join(repr(nb.key) for nb in NOTEBOOKS)
+    raise ValueError(f"key must be one of {keys}, got {key!r}")
 
 
 def course_map(notebook_dir: str | Path | None = None) -> Any:

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mbkernels._validation import check_float, check_int
+from mbkernels.validation import check_float, check_int
 
 from .._deps import require
 

@@ -6,7 +6,8 @@ from .curves import learning_curves
 from .magnitudes import magnitudes_and_weights
 from .pareto import nondominated, pareto_front
 from .stability import stability_traces, variance_heatmap
-from .throughput import throughput_bars
+from .throughput import throughput_bars, throughput_ratios
+from .traffic import traffic_bars
 from .trajectories import toy_trajectories
 
 __all__ = [
@@ -18,7 +19,9 @@ __all__ = [
     "pareto_front",
     "stability_traces",
     "throughput_bars",
+    "throughput_ratios",
     "toy_trajectories",
+    "traffic_bars",
     "two_gradients",
     "variance_heatmap",
 ]

@@ -42,3 +42,24 @@ def throughput_bars(table, *, baseline: str | None = None) -> go.Figure:
         showlegend=False,
     )
     return fig
+
+
+def throughput_ratios(table, *, height: int = 380) -> go.Figure:
+    """Lines of each method's steps/s relative to the plain sum, against the task count.
+
+    ``table``: the benchmark's rows (:func:`mbkernels.bench.throughput.run_throughput`)
+    as a DataFrame with columns ``method``, ``T`` and ``ratio_vs_sum_paired``.
+    """
+    return go.Figure(
+        [
+            go.Scatter(x=g["T"], y=g["ratio_vs_sum_paired"], mode="lines+markers", name=m)
+            for m, g in table.groupby("method", sort=False)
+        ],
+        layout=go.Layout(
+            title="Training throughput relative to the plain sum of losses",
+            xaxis_title="number of tasks T",
+            yaxis_title="steps/s relative to plain sum",
+            yaxis_range=[0, 1.3],
+            height=height,
+        ),
+    )

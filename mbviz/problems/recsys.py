@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mbkernels._validation import check_choice, check_float, check_int
+from mbkernels.validation import check_choice, check_float, check_int
 
 from ..data.movielens import MovieLensTasks, Split, load_movielens
 from ..models import MMoE, MultiTaskModel, SharedBottom

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mbkernels._validation import check_choice, check_float, check_int
+from mbkernels.validation import check_choice, check_float, check_int
 
 from ..models import DenseSharedBottom
 from .base import Batch, MultiTaskProblem

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from mbkernels._validation import check_float, check_int
+from mbkernels.validation import check_float, check_int
 
 from ..rules import make_balancer
 

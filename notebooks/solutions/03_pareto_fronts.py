@@ -6,10 +6,10 @@ Run it from the repository root: ``python notebooks/solutions/03_pareto_fronts.p
 import numpy as np
 
 from mbviz.course import check_mgda_endpoint
-from mbviz.problems import QuadraticToy
+from mbviz.course.setups import PARETO_STARTS, pareto_path, pareto_toy
 
-toy = QuadraticToy(scale_ratio=10.0)  # the notebook's toy (SIZE = 1)
-start, steps, lr = (0.0, 2.0), 150, 0.02
+toy = pareto_toy()  # the notebook's toy and path (SIZE = 1)
+start, path = PARETO_STARTS[0], pareto_path(1)
 
 # The prediction: the min-norm point of the segment between g1 and g2 lies nearer the
 # SHORTER gradient, task 1's (task 2's loss is 10x louder), so MGDA-UB leans toward task 1
@@ -27,5 +27,5 @@ def min_norm_weights(G):
 
 
 assert check_mgda_endpoint(
-    min_norm_weights, my_prediction, toy=toy, start=start, steps=steps, lr=lr
+    min_norm_weights, my_prediction, toy=toy, start=start, **path
 )

@@ -41,8 +41,8 @@ def inside_the_kernel(size: int) -> Section:
     import pandas as pd
     import plotly.graph_objects as go
 
-    from mbkernels.bench.op import naive_step
-    from mbkernels.bench.timing import interleaved
+    from mbviz.naive import naive_step
+    from mbviz.timing import interleaved
 
     task_counts = list(range(1, 9))
     n = 2**20
@@ -243,8 +243,8 @@ def representation_vs_parameter_level(size: int) -> Section:
     import pandas as pd
     import plotly.graph_objects as go
 
-    from mbkernels.bench import throughput as bench
-    from mbkernels.bench.dlrm import DLRMConfig
+    from mbviz import dlrm_throughput as bench
+    from mbviz.dlrm import DLRMConfig
 
     model = DLRMConfig(
         rows_per_table=2000, embed_dim=32, bottom=(128,), shared=(256, 128), tower=(32,)
@@ -275,7 +275,7 @@ def representation_vs_parameter_level(size: int) -> Section:
             f"batch {512 * size}) relative to the plain sum of losses, interleaved rounds: "
             "MultiBalance on the representation (one backward) and MetaBalance on the shared "
             "parameters (one backward per task). Few rounds on a possibly busy machine: read the "
-            "trend; `python -m mbkernels.bench throughput` measures carefully."
+            "trend; `python -m benchmarks throughput` measures carefully."
         ),
         figures=[fig],
         tables=[table],

@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
 
-from .. import _host, ops
-from .. import balancer as balancer_module
-from ..balancer import Balancer
+from mbkernels import _host, ops
+from mbkernels import balancer as balancer_module
+from mbkernels.balancer import Balancer
 
 PIECES = ("pass1", "rule", "pass2", "combine")
 #: Derived from the timed pieces: the part of ``combine`` outside passes 1, 2 and the rule.

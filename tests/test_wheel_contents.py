@@ -58,14 +58,15 @@ def test_built_wheel_holds_no_benchmarks_and_no_allocator_tuning(tmp_path: Path)
     pytest.importorskip("setuptools", minversion="77")  # the build backend pyproject names
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=IGNORE)
+    wheel_dir = tmp_path / "wheel"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation"]
-        + ["-q", "-w", str(tmp_path / "wheel")],
+        [sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
+         "-q", "-w", str(wheel_dir)],
         check=True,
         capture_output=True,
         timeout=300,
-    )
-    (wheel,) = (tmp_path / "wheel").glob("*.whl")
+    )  # fmt: skip
+    (wheel,) = wheel_dir.glob("*.whl")
     with zipfile.ZipFile(wheel) as zf:
         names = zf.namelist()
         py = {n: zf.read(n).decode() for n in names if n.endswith(".py")}

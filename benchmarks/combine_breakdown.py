@@ -1,20 +1,20 @@
 """Where MultiBalance's backward time goes inside a training step, piece by piece.
 
-Trains the throughput benchmark's DLRM-style model (``mbkernels.bench``) with a
+Trains the throughput benchmark's DLRM-style model (:mod:`mbviz.dlrm`) with a
 default :class:`mbkernels.MultiBalance` and times, inside every step, the pieces of
-the fork's backward (:mod:`mbkernels.bench.breakdown`): pass 1 (squared norms with
+the fork's backward (:mod:`benchmarks.breakdown`): pass 1 (squared norms with
 the float32 range check), the rule, pass 2 (the weighted sum), all of ``Balancer.combine``,
 and the statistics (the rest of ``combine``: checks, proposed state, commit, stats).
 Then it times the same pieces again on the last step's gradients, back to back
 outside training ("hot": data and code in cache), so the difference shows what
 reading the T gradients after all towers have run costs.
 
-    python benchmarks/combine_breakdown.py --tasks 8
-    python benchmarks/combine_breakdown.py --tasks 4 8 --steps 60 --json breakdown.json
+    python -m benchmarks.combine_breakdown --tasks 8
+    python -m benchmarks.combine_breakdown --tasks 4 8 --steps 60 --json breakdown.json
 
 CPU only (on a GPU the pieces run asynchronously; use the PyTorch profiler there).
 Timing wraps the balancer's functions for the duration of the run
-(:func:`mbkernels.bench.breakdown.timed_pieces`); the numbers are
+(:func:`benchmarks.breakdown.timed_pieces`); the numbers are
 medians over ``--steps`` steps after ``--warmup`` steps.
 """
 
@@ -33,10 +33,12 @@ import torch
 from torch import Tensor
 
 from mbkernels import ops
-from mbkernels.bench import malloc
-from mbkernels.bench.breakdown import PIECES, timed_pieces
-from mbkernels.bench.throughput import ThroughputConfig, build_methods, throughput_config
 from mbkernels.numerics import range_safe_sq_norms
+from mbviz.dlrm_throughput import ThroughputConfig, build_methods
+
+from . import malloc
+from .breakdown import PIECES, timed_pieces
+from .throughput import throughput_config
 
 
 def _median_us(samples: Sequence[float]) -> float:

@@ -1,6 +1,6 @@
 """Where the host time of one balancing step goes on the GPU device path.
 
-    python benchmarks/device_path_profile.py --json profile.json
+    python -m benchmarks.device_path_profile --json profile.json
 
 On a GPU a small step is bound by the host: the kernels take microseconds, their
 launches and the PyTorch calls around them take longer. For T tasks of N elements this

@@ -103,10 +103,10 @@ __import__("os").replace(tmp, path)
 EOF
 }
 
-bench() { # bench NAME LIMIT ARGS...: python -m mbkernels.bench ARGS --json, then save
+bench() { # bench NAME LIMIT ARGS...: python -m benchmarks ARGS --json, then save
     local name=$1 limit=$2
     shift 2
-    step "$name" "$limit" "$PY" -m mbkernels.bench "$@" --device "$DEVICE" --json "$WORK/$name.json"
+    step "$name" "$limit" "$PY" -m benchmarks "$@" --device "$DEVICE" --json "$WORK/$name.json"
     save "$name"
 }
 
@@ -115,12 +115,12 @@ bench() { # bench NAME LIMIT ARGS...: python -m mbkernels.bench ARGS --json, the
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,clocks.max.mem --format=csv 2>&1 || true
 } >>"$OUT/log.txt"
 
-step preflight 60 "$PY" benchmarks/gpu_preflight.py "${PREFLIGHT[@]}"
+step preflight 60 "$PY" -m benchmarks.gpu_preflight "${PREFLIGHT[@]}"
 if [ $? -eq 2 ]; then
     echo "aborted: no CUDA device" | tee -a "$OUT/status.txt"
     exit 2
 fi
-step device_profile 60 "$PY" benchmarks/device_path_profile.py "${PROFILE[@]}" \
+step device_profile 60 "$PY" -m benchmarks.device_path_profile "${PROFILE[@]}" \
     --json "$WORK/device_profile.json"
 save device_profile
 for dtype in float32 bfloat16; do
@@ -139,7 +139,7 @@ bench throughput 90 throughput "${THROUGHPUT[@]}" --tasks "${TASKS[@]}" \
     --methods multibalance multibalance_tensor detach param_metabalance
 bench throughput_big_batch 60 throughput "${THROUGHPUT[@]}" --tasks "${TASKS[@]}" \
     --batch "$BIG_BATCH" --methods multibalance multibalance_tensor
-step launch_count 60 "$PY" benchmarks/launch_count.py --device "$DEVICE" "${LAUNCH[@]}" \
+step launch_count 60 "$PY" -m benchmarks.launch_count --device "$DEVICE" "${LAUNCH[@]}" \
     --json "$WORK/launch_count.json"
 save launch_count
 bench op_compile_float32 150 op --no-kernels --tasks "${TASKS[@]}" \

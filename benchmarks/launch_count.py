@@ -1,6 +1,6 @@
 """Kernel launches and host synchronisations per balanced step, counted by torch.profiler.
 
-    python benchmarks/launch_count.py --device cuda --json launches.json
+    python -m benchmarks.launch_count --device cuda --json launches.json
 
 Counts, per step (averaged over ``--steps`` profiled steps after warm-up):
 
@@ -30,9 +30,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from mbkernels.balancer import Balancer
-from mbkernels.bench.dlrm import DLRMConfig
-from mbkernels.bench.throughput import ThroughputConfig, build_methods
 from mbkernels.rules import MultiBalanceRule
+from mbviz.dlrm import DLRMConfig
+from mbviz.dlrm_throughput import ThroughputConfig, build_methods
 
 LAUNCH_CALLS = {"cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx"}
 TINY_DLRM = DLRMConfig(

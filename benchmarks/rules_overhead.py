@@ -7,8 +7,8 @@ balancer's state handling, exactly what the fork's backward runs between the pas
 next to the two passes themselves (Gram + weighted sum) over ``N`` elements per task.
 Prints milliseconds per step and writes JSON with ``--json``.
 
-    python benchmarks/rules_overhead.py                   # CPU, N = 2^20
-    python benchmarks/rules_overhead.py --device cuda --json rules.json
+    python -m benchmarks.rules_overhead                   # CPU, N = 2^20
+    python -m benchmarks.rules_overhead --device cuda --json rules.json
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 
 import mbkernels as mbk
 from mbkernels import ops
-from mbkernels.bench.timing import interleaved
+from mbviz.timing import interleaved
 
 #: Hyperparameters used for the rules that need some (defaults otherwise).
 RULE_KWARGS = {"multibalance": {"reference": "mean"}}

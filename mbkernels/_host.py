@@ -4,7 +4,7 @@ On a CPU the ``[T, T]`` Gram matrix (or its diagonal) of pass 1 is already in ho
 memory: reading it into Python costs no synchronisation, and a rule over T numbers
 costs a few microseconds as Python float arithmetic, where the same rule as tensor
 ops is dozens of dispatches of ~2–7 µs each (on the small models of the course that
-was most of the balancer's cost; :mod:`mbkernels.bench.small`).
+was most of the balancer's cost; `benchmarks/small.py` in the repository).
 
 :class:`~mbkernels.Balancer` takes this path when the gradients and its buffers are
 on the CPU, every task has a gradient, the rule has a host implementation

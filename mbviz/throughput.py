@@ -1,22 +1,23 @@
-"""Training throughput of several methods, measured side by side in one run.
+"""Training throughput of several methods on a course problem, measured side by side.
 
-Rounds are interleaved (method A, B, C, A, B, C, ...), so machine noise hits every
-method alike; each round times ``steps`` consecutive steps after the warm-up.
+Rounds are interleaved by :func:`mbviz.timing.interleaved` (the timing the benchmarks use
+too): each round times ``steps`` consecutive training steps of every method, in a rotating
+order, so machine noise hits every method alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import statistics
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
-
-from mbkernels._validation import check_int
+from mbkernels.validation import check_int
 
 from ._deps import require
 from .problems.base import MultiTaskProblem
 from .runner import RunConfig, Trainer
+from .timing import interleaved
 
 #: Default methods: name -> RunConfig overrides.
 DEFAULT_METHODS: dict[str, dict[str, Any]] = {
@@ -37,7 +38,8 @@ def measure_throughput(
 ):  # -> pandas.DataFrame
     """Steps per second of each method (median over rounds) and the ratio to the first.
 
-    Returns a DataFrame: ``method, steps_per_s, std, ratio``.
+    A step is :meth:`mbviz.runner.Trainer.step`: drawing the batch, forward, backward and
+    the optimizer. Returns a DataFrame: ``method, steps_per_s, std, ratio``.
     """
     pd = require("pandas")
     check_int("steps", steps, low=1)
@@ -49,18 +51,23 @@ def measure_throughput(
     for tr in trainers.values():
         for _ in range(warmup):
             tr.step()
-    rates: dict[str, list[float]] = {name: [] for name in trainers}
-    for _ in range(rounds):
-        for name, tr in trainers.items():
-            total = sum(tr.step()[2] for _ in range(steps))
-            rates[name].append(steps / total)
-    med = {n: float(np.median(r)) for n, r in rates.items()}
+
+    def block(tr: Trainer) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(steps):
+                tr.step()
+
+        return run
+
+    timings = interleaved({n: block(tr) for n, tr in trainers.items()}, rounds=rounds, warmup=0)
+    rates = {n: [steps / s for s in tm.seconds] for n, tm in timings.items()}
+    med = {n: statistics.median(r) for n, r in rates.items()}
     first = next(iter(med.values()))
     return pd.DataFrame(
         {
             "method": list(med),
             "steps_per_s": list(med.values()),
-            "std": [float(np.std(r)) for r in rates.values()],
+            "std": [statistics.pstdev(r) for r in rates.values()],
             "ratio": [v / first for v in med.values()],
         }
     )

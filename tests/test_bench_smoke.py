@@ -8,14 +8,18 @@ import math
 import random
 import subprocess
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import Tensor
 
-from mbkernels.bench import cli, memory, op, throughput, timing
+from benchmarks import cli, op, throughput
+from mbviz import dlrm_throughput, memory, naive, timing
 from tests.helpers import multibalance_reference
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -98,10 +102,10 @@ def test_interleaved_rejects_bad_arguments(kwargs: dict[str, float], name: str) 
 def test_naive_step_matches_float64_reference() -> None:
     grads = [torch.randn(300) * 10.0**t for t in range(3)]
     ema = torch.tensor([0.5, 2.0, 40.0])
-    out, new_ema = op.naive_step(grads, ema)
+    out, new_ema = naive.naive_step(grads, ema)
     # The reference divides the EMA by 1 - beta**step; step -> inf undoes that.
     ref, ref_ema, _ = multibalance_reference(
-        grads, ema, 10**6, beta=op.BETA, relax=op.RELAX, reference="target", target=0
+        grads, ema, 10**6, beta=naive.BETA, relax=naive.RELAX, reference="target", target=0
     )
     torch.testing.assert_close(new_ema.double(), ref_ema, rtol=1e-5, atol=0)
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
@@ -182,7 +186,7 @@ def _tiny_throughput(**kw):  # type: ignore[no-untyped-def]
 
 
 def test_throughput_benchmark_tiny() -> None:
-    res = throughput.run_throughput(_tiny_throughput())
+    res = dlrm_throughput.run_throughput(_tiny_throughput())
     assert res["methods"] == [
         "sum",
         "multibalance",
@@ -209,7 +213,7 @@ def test_throughput_benchmark_tiny() -> None:
     for t in (2, 3):
         # The fork holds all T task gradients of Z at once; the plain sum accumulates them.
         assert rows[(t, "multibalance")]["head_extra_vs_sum_in_z"] >= (t - 1) * 0.5
-    assert "multibalance" in throughput.format_throughput(res)
+    assert "multibalance" in dlrm_throughput.format_throughput(res)
 
 
 @pytest.mark.parametrize("num_tasks", [2, 4])
@@ -217,7 +221,7 @@ def test_detach_per_task_gives_the_fork_gradient(num_tasks: int) -> None:
     """Both representation-level methods apply the same rule to the same task gradients
     of Z: every parameter gradient and the weights agree (over two steps)."""
     cfg = _tiny_throughput()
-    methods, _ = throughput.build_methods(cfg, num_tasks, ["multibalance", "detach"])
+    methods, _ = dlrm_throughput.build_methods(cfg, num_tasks, ["multibalance", "detach"])
     fork, det = methods["multibalance"], methods["detach"]
     for _ in range(2):
         fork.backward()
@@ -236,7 +240,7 @@ def test_detach_per_task_gives_the_fork_gradient(num_tasks: int) -> None:
 
 def test_fork_only_gives_the_plain_sum_gradient() -> None:
     cfg = _tiny_throughput()
-    methods, _ = throughput.build_methods(cfg, 3, ["sum", "fork_only"])
+    methods, _ = dlrm_throughput.build_methods(cfg, 3, ["sum", "fork_only"])
     plain, fork = methods["sum"], methods["fork_only"]
     plain.backward()
     fork.backward()
@@ -249,7 +253,7 @@ def test_fork_only_gives_the_plain_sum_gradient() -> None:
 def _shared_grads_and_task_grads(name: str) -> tuple[list[Tensor], list[tuple[Tensor, ...]]]:
     """One backward of method ``name`` (T = 3, tiny model): the shared parameters'
     gradients, and each task's own ``autograd.grad`` of them from a fresh forward."""
-    methods, batch = throughput.build_methods(_tiny_throughput(), 3, [name])
+    methods, batch = dlrm_throughput.build_methods(_tiny_throughput(), 3, [name])
     m = methods[name]
     m.backward()
     shared = m.model.shared_parameters()
@@ -278,7 +282,7 @@ def test_param_level_methods_balance_the_shared_parameters() -> None:
     """The parameter-level baselines see T separate backward passes: their stats hold
     the per-task gradient norms of the shared parameters, equal to autograd.grad's."""
     cfg = _tiny_throughput()
-    methods, batch = throughput.build_methods(cfg, 3, ["param_metabalance", "param_mgda"])
+    methods, batch = dlrm_throughput.build_methods(cfg, 3, ["param_metabalance", "param_mgda"])
     for m in methods.values():
         m.backward()
         shared = m.model.shared_parameters()
@@ -297,7 +301,7 @@ def test_param_level_methods_balance_the_shared_parameters() -> None:
 
 def test_build_methods_rejects_unknown_method() -> None:
     with pytest.raises(ValueError, match="methods must be among"):
-        throughput.build_methods(_tiny_throughput(), 2, ["sum", "nope"])
+        dlrm_throughput.build_methods(_tiny_throughput(), 2, ["sum", "nope"])
 
 
 def test_storage_tracker_counts_peak_of_live_tensors() -> None:
@@ -342,18 +346,23 @@ def test_cli_all_tiny_writes_json_html_markdown(tmp_path, capsys) -> None:
 
 def test_malloc_tuning_is_reported_and_validated() -> None:
     """glibc tuning runs in a child process (it changes the allocator of the process)."""
-    from mbkernels.bench import malloc
+    from benchmarks import malloc
 
     with pytest.raises(ValueError, match=r"threshold must be an integer in \[65536, 33554432\]"):
         malloc.tune_glibc(1 << 40)
     assert isinstance(malloc.describe()["allocator"], str)
     code = (
-        "from mbkernels.bench import malloc; ok = malloc.tune_glibc(); d = malloc.describe(); "
+        "from benchmarks import malloc; ok = malloc.tune_glibc(); d = malloc.describe(); "
         "assert (not ok) or (d['mmap_threshold'] == d['trim_threshold'] == 32 << 20), d; "
         "print(ok, d['allocator'])"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        cwd=ROOT,
     ).stdout
     tuned, allocator = out.split(" ", 1)
     if tuned == "True":
@@ -394,7 +403,7 @@ def test_small_model_rows_report_ratio_overhead_and_breakdown(tmp_path, capsys) 
     assert {"pass1", "rule", "pass2", "statistics", "plumbing", "combine"} <= set(pieces)
     assert all(pieces[p] > 0 for p in ("pass1", "rule", "pass2", "combine"))
     assert "plumbing" in capsys.readouterr().out
-    from mbkernels.bench import report
+    from benchmarks import report
 
     table = report.markdown({"throughput_small": result})
     assert "| tabular | 2 | multibalance |" in table and "plumbing" in table

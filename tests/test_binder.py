@@ -110,11 +110,15 @@ def test_binder_environment_runs_the_course(tmp_path: Path) -> None:
     # 2. The test tools only (not part of the Binder image), at the versions used here.
     from importlib.metadata import version
 
-    tools = [f"pytest=={version('pytest')}", f"nbval=={version('nbval')}"]
-    _run([python, "-m", "pip", "install", *tools], repo, env, "installing pytest and nbval")
-    # 3. Every notebook, top to bottom, in that environment (its kernel, its packages).
+    tools = [f"{name}=={version(name)}" for name in ("pytest", "nbval", "pytest-xdist")]
+    _run([python, "-m", "pip", "install", *tools], repo, env, "installing the test tools")
+    # 3. Every notebook, top to bottom, in that environment (its kernel, its packages). The
+    # rest of the suite waits for this test, so the notebooks use two cores: each one on
+    # one worker (loadfile), its cells in order in one kernel.
+    workers = str(min(2, os.cpu_count() or 1))
     _run(
         [python, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider",
+         "-n", workers, "--dist", "loadfile",
          "--nbval-lax", "--nbval-current-env", "--nbval-cell-timeout=300", "notebooks"],
         repo, env, "nbval in the Binder environment",
     )  # fmt: skip

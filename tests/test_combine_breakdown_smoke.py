@@ -1,25 +1,15 @@
-"""Tiny run of benchmarks/combine_breakdown.py (no timing asserts: numbers live in the script)."""
+"""Tiny run of ``python -m benchmarks.combine_breakdown`` (no timing asserts)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "combine_breakdown.py"
-
-
-def _load():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("combine_breakdown", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmarks import combine_breakdown as module
 
 
 def test_breakdown_times_every_piece_and_restores_the_balancer(tmp_path, capsys) -> None:
-    module = _load()
     out = tmp_path / "breakdown.json"
     argv = ["--tiny", "--tasks", "2", "3", "--steps", "3", "--warmup", "1", "--json", str(out)]
     module.main(argv)
@@ -43,7 +33,6 @@ def test_breakdown_times_every_piece_and_restores_the_balancer(tmp_path, capsys)
 
 
 def test_breakdown_rejects_bad_arguments() -> None:
-    module = _load()
     for argv in (["--tasks", "0"], ["--steps", "0"], ["--threads", "0"], ["--batch", "0"]):
         with pytest.raises(SystemExit) as err:
             module.main(argv)

@@ -24,6 +24,10 @@ TOL = {
     torch.bfloat16: {"rtol": 8e-3, "atol": 8e-3},
 }
 SIZES = [37, 300, 4099, 33_003]  # < one block, not a multiple, many blocks per program
+#: Pass 2 runs one block per program, so "many blocks per program" does not arise: 4099 is
+#: several programs and a partial block, and a larger size only adds programs (which the
+#: interpreter runs one after another).
+SUM_SIZES = SIZES[:3]
 
 
 def _grads(t: int, n: int, dtype: torch.dtype, zero: int | None = None) -> list[torch.Tensor]:
@@ -65,7 +69,7 @@ def test_norms_pass_is_the_gram_kernels_diagonal(t: int, dtype: torch.dtype) -> 
     torch.testing.assert_close(got.double(), _gram64(gs).diagonal(), rtol=1e-5, atol=0)
 
 
-@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize("n", SUM_SIZES)
 @pytest.mark.parametrize("t", [1, 2, 3, 5, 8])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_weighted_sum_kernel_matches_reference(n: int, t: int, dtype: torch.dtype) -> None:

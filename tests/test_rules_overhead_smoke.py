@@ -1,20 +1,14 @@
-"""Tiny run of benchmarks/rules_overhead.py (no timing asserts: numbers live in the script)."""
+"""Tiny run of ``python -m benchmarks.rules_overhead`` (no timing asserts)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import mbkernels as mbk
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "rules_overhead.py"
+from benchmarks import rules_overhead as module
 
 
 def test_rules_overhead_runs_every_rule(tmp_path, capsys) -> None:
-    spec = importlib.util.spec_from_file_location("rules_overhead", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     out = tmp_path / "rules.json"
     module.main(
         [

@@ -7,7 +7,7 @@ kept, and a method combines them into the ``.grad`` the optimizer sees. The task
 towers get their own task's gradient as usual, from the same passes.
 
 It is here as a baseline, for teaching and for the cost comparison
-(``python -m mbkernels.bench``), with the same call shape as far as it goes::
+(``python -m benchmarks``), with the same call shape as far as it goes::
 
     bal = MetaBalanceParams(model.bottom.parameters(), num_tasks=3)
     losses = [loss_fn_t(tower_t(model.bottom(x)), y_t) for ...]

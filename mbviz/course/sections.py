@@ -41,8 +41,8 @@ def start_here(size: int) -> Section:
 def inside_the_kernel(size: int) -> Section:
     import pandas as pd
 
-    from mbkernels.bench.op import naive_step
-    from mbkernels.bench.timing import interleaved
+    from mbviz.naive import naive_step
+    from mbviz.timing import interleaved
 
     from .. import figures
 
@@ -219,7 +219,7 @@ def movielens(size: int) -> Section:
 def representation_vs_parameter_level(size: int) -> Section:
     import pandas as pd
 
-    from mbkernels.bench import throughput as bench
+    from mbviz import dlrm_throughput as bench
 
     from .. import figures
 
@@ -235,7 +235,7 @@ def representation_vs_parameter_level(size: int) -> Section:
             f"batch {512 * size}) relative to the plain sum of losses, interleaved rounds: "
             "MultiBalance on the representation (one backward) and MetaBalance on the shared "
             "parameters (one backward per task). Few rounds on a possibly busy machine: read the "
-            "trend; `python -m mbkernels.bench throughput` measures carefully."
+            "trend; `python -m benchmarks throughput` measures carefully."
         ),
         [fig],
         [table],

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mbkernels.bench.dlrm import DLRMConfig
-from mbkernels.bench.throughput import ThroughputConfig
+from mbviz.dlrm import DLRMConfig
+from mbviz.dlrm_throughput import ThroughputConfig
 
 from ..problems import QuadraticToy, SyntheticProblem
 from ..runner import RunConfig

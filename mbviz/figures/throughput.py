@@ -47,7 +47,7 @@ def throughput_bars(table, *, baseline: str | None = None) -> go.Figure:
 def throughput_ratios(table, *, height: int = 380) -> go.Figure:
     """Lines of each method's steps/s relative to the plain sum, against the task count.
 
-    ``table``: the benchmark's rows (:func:`mbkernels.bench.throughput.run_throughput`)
+    ``table``: the benchmark's rows (:func:`mbviz.dlrm_throughput.run_throughput`)
     as a DataFrame with columns ``method``, ``T`` and ``ratio_vs_sum_paired``.
     """
     return go.Figure(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .._validation import check_int
+from mbkernels.validation import check_int
 
 
 @dataclass(frozen=True)

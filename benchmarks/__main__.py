@@ -1,4 +1,4 @@
-"""``python -m mbkernels.bench ...``: see :mod:`mbkernels.bench.cli`."""
+"""``python -m benchmarks ...``: see :mod:`benchmarks.cli`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m mbkernels.bench {throughput,op,all} [options]``."""
+"""Command line: ``python -m benchmarks {throughput,op,all} [options]``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from .report import environment, markdown, write_html, write_json
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m mbkernels.bench",
+        prog="python -m benchmarks",
         description="Benchmarks of mbkernels: training throughput (with memory) and the fused op.",
     )
     p.add_argument("which", choices=["throughput", "op", "all"], help="what to run")
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=["tuned", "default"],
         default="tuned",
         help="CPU: 'tuned' keeps freed blocks up to 32 MiB in the process (glibc mallopt, the "
-        "effect of jemalloc/tcmalloc; see mbkernels.bench.malloc), 'default' keeps glibc's "
+        "effect of jemalloc/tcmalloc; see benchmarks.malloc), 'default' keeps glibc's "
         "settings (default: tuned)",
     )
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # test-suite size

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .._validation import check_float, check_int
+from mbkernels.validation import check_float, check_int
 
 
 @dataclass(frozen=True)

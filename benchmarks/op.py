@@ -53,32 +53,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..balancer import Balancer
-from ..rules import MultiBalanceRule
-from .timing import interleaved
+from mbkernels.balancer import Balancer
+from mbkernels.rules import MultiBalanceRule
+from mbviz.naive import BETA, EPS, RELAX, naive_step
+from mbviz.timing import interleaved
 
-BETA, RELAX, EPS = 0.9, 0.7, 1e-8
 COPY = "_copy"  # the same-round copy of one gradient (for reference), not a method
 #: Largest accepted ``max |out - ref| / max |ref|`` against the float64 step, per dtype:
 #: float32 accumulation with one rounding to the dtype at the end (bfloat16 has 8
 #: significant bits; the naive step also rounds every product to the dtype).
 TOLERANCE = {"float32": 1e-4, "float16": 4e-3, "bfloat16": 3e-2, "float64": 1e-10}
-
-
-def naive_step(grads: list[Tensor], ema: Tensor) -> tuple[Tensor, Tensor]:
-    """Textbook composition of one MultiBalance step (target task 0, no bias correction).
-
-    Returns the combined gradient and the new EMA. Moves about ``(4T + 1) * N``
-    elements plus the broadcast temporary: stack (read T, write T), norms (read T),
-    weighted sum (read T into a ``[T, N]`` product, reduce, write 1).
-    """
-    g = torch.stack(grads)
-    norms = torch.linalg.vector_norm(g, dim=1, dtype=torch.promote_types(g.dtype, torch.float32))
-    new_ema = BETA * ema + (1.0 - BETA) * norms
-    w = RELAX * new_ema[0] / (new_ema + EPS) + (1.0 - RELAX)
-    w = torch.where(new_ema > 0, w, torch.ones_like(w))
-    out = (w.to(g.dtype)[:, None] * g).sum(0)
-    return out, new_ema
 
 
 def float64_step(grads: list[Tensor]) -> Tensor:
@@ -139,10 +123,10 @@ def _candidates(
     for name, (backend, full_gram, check, fast) in variants.items():
         rule = MultiBalanceRule(t, beta=BETA, relax=RELAX, eps=EPS, bias_correction=False)
         bal = Balancer(rule, backend=backend, full_gram=full_gram, range_check=check).to(device)
-        bal._device_rule = bal._device_rule and fast
+        bal.fast_paths = fast
 
         def fused(bal: Balancer = bal) -> Tensor:
-            out = bal._combine(grads)  # the fork's backward, without the model around it
+            out = bal.combine(grads)  # the fork's backward, without the model around it
             assert out is not None
             return out
 
@@ -170,7 +154,7 @@ def _rel_diff(out: Tensor, ref: Tensor) -> float:
 
 def _kernel_candidates(grads: list[Tensor]) -> dict[str, tuple[Callable[[], Tensor], int]]:
     """The Triton passes alone: ``{name: (call, minimum bytes moved)}``."""
-    from .. import ops
+    from mbkernels import ops
 
     t, n, size = len(grads), grads[0].numel(), grads[0].element_size()
     w = torch.linspace(0.5, 2.0, t, device=grads[0].device)
@@ -209,7 +193,7 @@ def _time_kernel(
 
 def kernels_runnable(device: torch.device) -> bool:
     """Whether the Triton kernels run on ``device`` (CUDA, or CPU through the interpreter)."""
-    from ..ops import triton_available, triton_interpreting
+    from mbkernels.ops import triton_available, triton_interpreting
 
     cpu_ok = device.type == "cpu" and triton_interpreting()
     return triton_available() and (device.type == "cuda" or cpu_ok)

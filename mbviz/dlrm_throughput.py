@@ -1,4 +1,7 @@
-"""Training-throughput benchmark: steps/s of one DLRM-style model under each method.
+"""Training throughput: steps/s of one DLRM-style model under each method.
+
+The harness of the throughput benchmark (``python -m benchmarks throughput``), of the
+course's notebook 07 and of its report.
 
 Methods (each on its own copy of the same initial model, same batch, SGD):
 
@@ -19,9 +22,9 @@ Methods (each on its own copy of the same initial model, same batch, SGD):
 * parameter-level baselines (one backward per task through the shared
   parameters), from :mod:`mbkernels.param_level` when it is installed.
 
-All methods of one T are timed in interleaved rounds (:mod:`.timing`), so the
+All methods of one T are timed in interleaved rounds (:mod:`mbviz.timing`), so the
 ratios against ``sum`` are measured side by side. The peak memory of one step
-(:mod:`.memory`) is reported next to it, in bytes and in units of ``|Z|``.
+(:mod:`mbviz.memory`) is reported next to it, in bytes and in units of ``|Z|``.
 """
 
 from __future__ import annotations
@@ -34,9 +37,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .. import ops
-from ..fork import Combine, fork
-from ..multibalance import MultiBalance
+from mbkernels import ops
+from mbkernels.fork import Combine, fork
+from mbkernels.multibalance import MultiBalance
+
 from .dlrm import DLRM, Batch, DLRMConfig, make_batch
 from .memory import peak_step_bytes
 from .timing import format_interval, interleaved, paired_ratio, paired_ratio_interval
@@ -110,8 +114,7 @@ def multibalance_tensor(model: DLRM, batch: Batch) -> Method:
     """``multibalance`` with the CPU host path (:mod:`mbkernels._host`) and the GPU device
     path (:mod:`mbkernels._device`) off: every step through the general tensor path."""
     method = multibalance(model, batch)
-    method.extra["balancer"]._host_rule = False
-    method.extra["balancer"]._device_rule = False
+    method.extra["balancer"].fast_paths = False
     method.name = "multibalance_tensor"
     return method
 
@@ -170,7 +173,7 @@ def detach_per_task(model: DLRM, batch: Batch) -> Method:
 def _param_level_methods() -> dict[str, MethodFactory]:
     """Parameter-level baselines, where :mod:`mbkernels.param_level` provides them."""
     try:
-        from .. import param_level
+        from mbkernels import param_level
     except ImportError:
         return {}
     found: dict[str, MethodFactory] = {}
@@ -225,7 +228,8 @@ class ThroughputConfig:
     memory: bool = True
 
 
-def _check_methods(names: Sequence[str], known: Mapping[str, object], what: str) -> None:
+def check_methods(names: Sequence[str], known: Mapping[str, object], what: str) -> None:
+    """Raise ``ValueError`` naming ``what`` if a name is not among ``known``."""
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"{what} must be among {sorted(known)}, got {unknown}")
@@ -237,7 +241,7 @@ def build_methods(
     """One :class:`Method` per name, each on its own copy of one initial model."""
     factories = available_methods()
     names = list(names or cfg.methods or [n for n in factories if n not in OPT_IN])
-    _check_methods(names, factories, "methods")
+    check_methods(names, factories, "methods")
     device = torch.device(cfg.device)
     mcfg = replace(cfg.model, num_tasks=num_tasks)
     torch.manual_seed(0)
@@ -355,38 +359,3 @@ def format_throughput(result: dict[str, Any]) -> str:
             f"{num(r.get('head_extra_vs_sum_in_z'), '9.2f')}"
         )
     return "\n".join(lines)
-
-
-def throughput_config(args: Any, device: str) -> ThroughputConfig:
-    """Build the run from command-line arguments (``--tiny`` < ``--quick`` < full)."""
-    if getattr(args, "tiny", False):
-        cfg = ThroughputConfig(
-            device,
-            tasks=(2, 3),
-            batch=64,
-            model=DLRMConfig(
-                num_tables=3,
-                rows_per_table=50,
-                embed_dim=8,
-                dense_features=8,
-                bottom=(16,),
-                shared=(32, 16),
-                tower=(8,),
-            ),
-            rounds=2,
-            min_sample_s=0.0,
-        )
-    elif args.quick:
-        cfg = ThroughputConfig(device, tasks=(2, 8), rounds=3, min_sample_s=0.3)
-    else:
-        cfg = ThroughputConfig(device)
-    if args.tasks:
-        cfg.tasks = tuple(args.tasks)
-    if args.batch:
-        cfg.batch = args.batch
-    if args.rounds:
-        cfg.rounds = args.rounds
-    if getattr(args, "methods", None):
-        _check_methods(args.methods, available_methods(), "--methods")
-        cfg.methods = ["sum", *dict.fromkeys(m for m in args.methods if m != "sum")]
-    return cfg

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .timing import format_interval
+from mbviz.timing import format_interval
 
 
 def environment() -> dict[str, Any]:

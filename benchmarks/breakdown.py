@@ -1,6 +1,6 @@
 """Where a balancer's backward time goes, piece by piece, inside training steps.
 
-:func:`timed_pieces` wraps the functions the fork's backward (``Balancer._combine``)
+:func:`timed_pieces` wraps the functions the fork's backward (``Balancer.combine``)
 calls for each piece and adds up, per step, the seconds spent in each:
 
 * ``pass1``: the Gram matrix or the squared norms of the task gradients, with the
@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
 
-from .. import _host, ops
-from .. import balancer as balancer_module
-from ..balancer import Balancer
+from mbkernels import _host, ops
+from mbkernels import balancer as balancer_module
+from mbkernels.balancer import Balancer
 
 PIECES = ("pass1", "rule", "pass2", "combine")
 #: Derived from the timed pieces: the part of ``combine`` outside passes 1, 2 and the rule.
@@ -101,6 +101,6 @@ def timed_pieces(bal: Balancer) -> Iterator[PieceTimes]:
             if fn is not None:
                 stack.enter_context(mock.patch.object(bal.rule, name, _timed(fn, "rule", times)))
         stack.enter_context(
-            mock.patch.object(bal, "_combine", _timed(bal._combine, "combine", times))
+            mock.patch.object(bal, "combine", _timed(bal.combine, "combine", times))
         )
         yield times

@@ -39,12 +39,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..balancer import Balancer
-from ..fork import fork
-from ..multibalance import MultiBalance
-from ..rules import Equal
-from .breakdown import DERIVED, PIECES, timed_pieces
-from .timing import (
+from mbkernels.balancer import Balancer
+from mbkernels.fork import fork
+from mbkernels.multibalance import MultiBalance
+from mbkernels.rules import Equal
+from mbviz.timing import (
     format_interval,
     interleaved,
     paired_difference,
@@ -52,6 +51,8 @@ from .timing import (
     paired_ratio,
     paired_ratio_interval,
 )
+
+from .breakdown import DERIVED, PIECES, timed_pieces
 
 SMALL_MODELS = ("tabular", "movielens")
 SMALL_METHODS = (
@@ -161,15 +162,14 @@ def _balancer(name: str, num_tasks: int, **kwargs: Any) -> Balancer | None:
         return MultiBalance(num_tasks, **kwargs)
     if name == "multibalance_tensor":
         bal = MultiBalance(num_tasks, **kwargs)
-        bal._host_rule = False  # the general tensor path (the fallback of both fast paths)
-        bal._device_rule = False
+        bal.fast_paths = False  # the general tensor path (the fallback of both fast paths)
         return bal
     return Balancer(Equal(num_tasks), **kwargs)
 
 
 def _movielens_methods(batch: int, names: Sequence[str]) -> list[SmallMethod]:
     """The course's MovieLens model (needs mbviz and its cached dataset)."""
-    try:  # optional, and by name: mbkernels never needs mbviz (nor type-checks it)
+    try:  # by name: mbviz.problems needs the [viz] extra, and mypy checks benchmarks without it
         problems = importlib.import_module("mbviz.problems")
     except ImportError as exc:  # pragma: no cover - mbviz is part of this project
         raise RuntimeError("the movielens rows need mbviz (pip install the [viz] extra)") from exc

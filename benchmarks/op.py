@@ -11,7 +11,7 @@ does, without the model around it):
   products between tasks too, as rules like MGDA need): the price of the
   cosines on a CPU.
 * ``fused_general`` (CUDA only): ``fused`` with the device path off
-  (:mod:`mbkernels._device`): the Triton passes with the rule and its state handling as
+  (``fast_paths=False``): the Triton passes with the rule and its state handling as
   PyTorch ops (the general tensor path), for a before/after in one run.
 * ``fused_torch`` (CUDA only): the PyTorch path on the GPU, for comparison.
 * ``naive``: ``torch.stack`` of the gradients, per-task norms, EMA, weights,

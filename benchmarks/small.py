@@ -13,9 +13,8 @@ it is not. Models:
 
 Methods (each on its own copy of one initial model, same batch): ``sum`` (the
 baseline), ``multibalance`` (:class:`mbkernels.MultiBalance`, default settings),
-``multibalance_tensor`` (the same with the CPU host path and the GPU device path off:
-every step through the general tensor path; :mod:`mbkernels._host`,
-:mod:`mbkernels._device`), ``equal_fork``
+``multibalance_tensor`` (the same with ``fast_paths=False``: every step through the
+general tensor path), ``equal_fork``
 (``Balancer(Equal)``: the fork and its statistics with fixed weights), and two bare
 forks (:func:`mbkernels.fork.fork`) without a balancer: ``fork_sum`` adds the T task
 gradients up (the plain sum's gradient: what the fork itself costs) and ``fork_hold``

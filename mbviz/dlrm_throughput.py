@@ -111,8 +111,8 @@ def multibalance(model: DLRM, batch: Batch) -> Method:
 
 
 def multibalance_tensor(model: DLRM, batch: Batch) -> Method:
-    """``multibalance`` with the CPU host path (:mod:`mbkernels._host`) and the GPU device
-    path (:mod:`mbkernels._device`) off: every step through the general tensor path."""
+    """``multibalance`` with ``Balancer.fast_paths`` off (no CPU host path, no GPU device
+    path): every step through the general tensor path."""
     method = multibalance(model, batch)
     method.extra["balancer"].fast_paths = False
     method.name = "multibalance_tensor"

@@ -51,7 +51,9 @@ def normalized_gram(gram: Tensor, *, norm_eps: float, reg_eps: float) -> Tensor:
     zero = (trace < norm_eps) | (trace <= 0)
     g = torch.where(zero, torch.zeros_like(g), g / torch.where(zero, torch.ones_like(trace), trace))
     eye = torch.eye(g.shape[0], dtype=g.dtype, device=g.device)
-    return g + (reg_eps if reg_eps > 0 else RIDGE) * eye
+    if reg_eps > 0:
+        return g + reg_eps * eye
+    return g + eye * (RIDGE * g.diagonal() + 1e-30)
 
 
 def project_weights(h: Tensor, lower: Tensor) -> Tensor:

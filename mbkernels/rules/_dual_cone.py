@@ -56,10 +56,16 @@ def normalized_gram(gram: Tensor, *, norm_eps: float, reg_eps: float) -> Tensor:
     return g + eye * (RIDGE * g.diagonal() + 1e-30)
 
 
-def project_weights(h: Tensor, lower: Tensor) -> Tensor:
-    """``argmin_v v^T h v`` subject to ``v >= lower[k]``, for each row ``k`` of ``lower``
-    (``[K, T]``); ``h`` ``[T, T]`` float64 positive definite, ``T <= MAX_TASKS``.
-    Returns ``[K, T]``."""
+def project_weights(h: Tensor, u: Tensor, *, separate: bool) -> Tensor:
+    """``argmin_v v^T h v`` subject to ``v >= bound``; ``h`` ``[T, T]`` float64 positive
+    definite, ``u`` ``[T]``, ``T <= MAX_TASKS``.
+
+    ``separate=False``: one QP with ``bound = u``; returns ``[1, T]`` (DualProj).
+    ``separate=True``: ``T`` QPs with ``bound = u_k e_k``; returns ``[T, T]``, row ``k``
+    the solution of the ``k``-th (UPGrad).
+
+    Both bound structures keep every product three-dimensional (``[2^T, T, T]``).
+    """
     t = h.shape[0]
     if t > MAX_TASKS:
         raise ValueError(
@@ -70,15 +76,21 @@ def project_weights(h: Tensor, lower: Tensor) -> Tensor:
     fixed = 1.0 - m
     eye = torch.eye(t, dtype=h.dtype, device=h.device)
     lhs = h * (m[:, :, None] * m[:, None, :]) + eye * fixed[:, None, :]
-    cross = h * (m[:, :, None] * fixed[:, None, :])  # rows free, columns on their bound
-    # rhs[s, r, k] = -sum_j cross[s, r, j] lower[k, j], elementwise (no tiny BLAS call)
-    rhs = -(cross[:, :, None, :] * lower[None, None, :, :]).sum(-1)  # [S, T, K]
+    # rhs[s, r, k] = -sum_j h[r, j] bound_k[j] over the rows r free, the columns j fixed
+    cross = h * (m[:, :, None] * fixed[:, None, :]) * u  # [S, T, T]: j is the last index
+    if separate:
+        bounds = torch.diag(u)  # [T, K]: column k is bound_k
+        rhs = -cross  # bound_k has its one entry at j = k
+    else:
+        bounds = u[:, None]
+        rhs = -cross.sum(-1, keepdim=True)
     sol = batched_spd_solve(lhs, rhs)
-    v = sol * m[:, :, None] + lower.T[None, :, :] * fixed[:, :, None]  # [S, T, K]
-    hv = (h[None, :, :, None] * v[:, None, :, :]).sum(2)
-    obj = (v * hv).sum(1)  # [S, K]
-    tol = FEASIBILITY_TOL * lower.abs().max().clamp_min(1.0)
-    ok = ((v - lower.T[None]) >= -tol).all(1) & torch.isfinite(obj)
+    v = sol * m[:, :, None] + bounds[None, :, :] * fixed[:, :, None]  # [S, T, K]
+    # v^T h v = bound^T h v, since (h v)_r = 0 on the free rows and v = bound on the rest
+    h_bounds = (h[:, :, None] * bounds[None, :, :]).sum(1)  # [T, K] = h @ bounds
+    obj = (v * h_bounds[None]).sum(1)  # [S, K]
+    tol = FEASIBILITY_TOL * u.abs().max().clamp_min(1.0)
+    ok = ((v - bounds[None]) >= -tol).all(1) & torch.isfinite(obj)
     best = obj.masked_fill(~ok, torch.inf).argmin(0)  # [K]
-    k = torch.arange(lower.shape[0], device=h.device)
-    return torch.maximum(v.permute(2, 0, 1)[k, best], lower)
+    k = torch.arange(bounds.shape[1], device=h.device)
+    return torch.maximum(v.permute(2, 0, 1)[k, best], bounds.T)

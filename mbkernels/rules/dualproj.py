@@ -62,7 +62,7 @@ class DualProj(Rule):
     ) -> tuple[Tensor, State]:
         h = normalized_gram(gram, norm_eps=self.norm_eps, reg_eps=self.reg_eps)
         p = torch.tensor(self.preferences, dtype=h.dtype, device=h.device)
-        return project_weights(h, p[None])[0].to(gram.dtype), {}
+        return project_weights(h, p, separate=False)[0].to(gram.dtype), {}
 
     def config(self) -> dict[str, Any]:
         return {

@@ -76,7 +76,7 @@ class UPGrad(Rule):
     ) -> tuple[Tensor, State]:
         h = normalized_gram(gram, norm_eps=self.norm_eps, reg_eps=self.reg_eps)
         p = torch.tensor(self.preferences, dtype=h.dtype, device=h.device)
-        v = project_weights(h, torch.diag(p))
+        v = project_weights(h, p, separate=True)
         return v.sum(0).to(gram.dtype), {}
 
     def config(self) -> dict[str, Any]:

@@ -152,3 +152,41 @@ def aligned_mtl(m: np.ndarray, prefs: Sequence[float], rtol: float = 1e-12) -> n
     u, s, vt = u[:, keep], s[keep], vt[keep]
     aligned = s.min() * u @ vt
     return np.asarray(prefs) @ aligned
+
+
+def dual_cone_projection(m: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``argmin_y ||y - x||^2`` subject to ``m y >= 0``: the primal projection onto the dual
+    cone of the rows (Quinton & Rey, Eq. 3), by SLSQP on the vectors."""
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    mu = m[norms[:, 0] > 0] / norms[norms[:, 0] > 0]  # <g_t, y> >= 0 iff <u_t, y> >= 0
+    xs = x / max(float(np.linalg.norm(x)), 1e-300)
+    res = minimize(
+        lambda y: float(np.sum((y - xs) ** 2)),
+        xs.copy(),
+        jac=lambda y: 2.0 * (y - xs),
+        method="SLSQP",
+        constraints=[{"type": "ineq", "fun": lambda y: mu @ y, "jac": lambda y: mu}],
+        options={"ftol": 1e-15, "maxiter": 1000},
+    )
+    return res.x * max(float(np.linalg.norm(x)), 1e-300)
+
+
+def upgrad(m: np.ndarray, prefs: Sequence[float]) -> np.ndarray:
+    """Sum of the projections of ``p_i g_i`` onto the dual cone (no regularisation)."""
+    return sum(dual_cone_projection(m, p * g) for p, g in zip(prefs, m))
+
+
+def dualproj(m: np.ndarray, prefs: Sequence[float]) -> np.ndarray:
+    """The projection of ``sum_i p_i g_i`` onto the dual cone (no regularisation)."""
+    return dual_cone_projection(m, np.asarray(prefs) @ m)
+
+
+def config(m: np.ndarray, prefs: Sequence[float]) -> np.ndarray:
+    """ConFIG's Eq. 2 on the vectors: ``e = normalize(pinv(U) p)``, ``d = (sum_t g_t.e) e``."""
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    units = np.divide(m, norms, out=np.zeros_like(m), where=norms > 0)
+    b = np.linalg.pinv(units) @ np.asarray(prefs)
+    if np.linalg.norm(b) == 0:
+        return np.zeros(m.shape[1])
+    e = b / np.linalg.norm(b)
+    return float((m @ e).sum()) * e

@@ -8,6 +8,8 @@ the combined update is ``w @ M``.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
 
 import numpy as np
@@ -34,6 +36,10 @@ RULE_KWARGS: dict[str, dict] = {
     "imtl_g": {},
     "cagrad": {"c": 0.4},
     "aligned_mtl": {},
+    "upgrad": {},
+    "dualproj": {},
+    "config": {},
+    "rlw": {"seed": 2},
 }
 
 
@@ -135,8 +141,8 @@ def test_rules_with_cross_terms_depend_on_them(name: str) -> None:
 @given(m=grads_strategy, perm_seed=st.integers(0, 1000))
 def test_permutation_equivariance(name: str, m: np.ndarray, perm_seed: int) -> None:
     """Permuting the tasks permutes the weights: the combined update is unchanged."""
-    if name == "pcgrad":
-        pytest.skip("PCGrad's visiting order is random per task index: equivariant in law only")
+    if name in ("pcgrad", "rlw"):
+        pytest.skip("random per task index (PCGrad's order, RLW's draws): equivariant in law only")
     t = m.shape[0]
     perm = np.random.default_rng(perm_seed).permutation(t)
     gram = gram_of(m)
@@ -144,7 +150,7 @@ def test_permutation_equivariance(name: str, m: np.ndarray, perm_seed: int) -> N
     w_perm = run_rule(mbk.make_rule(name, t, **RULE_KWARGS[name]), gram_of(m[perm]), steps=2)
     back = torch.empty_like(w_perm)
     back[torch.from_numpy(perm)] = w_perm
-    tol = (1e-5 if name in ("imtl_g", "aligned_mtl") else 1e-7) * combined_scale(m)
+    tol = (1e-5 if name in ("imtl_g", "aligned_mtl", "config") else 1e-7) * combined_scale(m)
     assert g_distance(w, back, gram) <= tol
 
 
@@ -165,8 +171,8 @@ def test_common_rescaling_invariance(name: str, m: np.ndarray, log_c: float) -> 
             return
         torch.testing.assert_close(w_c, w, rtol=1e-4, atol=0)
         return
-    tol = (1e-5 if name in ("imtl_g", "aligned_mtl", "cagrad") else 1e-7) * combined_scale(m)
-    assert g_distance(w, w_c, gram) <= tol
+    tol = 1e-5 if name in ("imtl_g", "aligned_mtl", "cagrad", "config") else 1e-7
+    assert g_distance(w, w_c, gram) <= tol * combined_scale(m)
 
 
 @pytest.mark.parametrize("name", list(RULE_KWARGS))
@@ -343,6 +349,83 @@ def test_aligned_mtl_matches_svd_reference(m: np.ndarray, prefs_seed: int) -> No
     np.testing.assert_allclose(w @ m, d, rtol=1e-5, atol=1e-5 * np.abs(m).max() * sum(prefs))
 
 
+@SETTINGS
+@given(
+    m=grads_strategy, prefs_seed=st.integers(0, 100), name=st.sampled_from(["upgrad", "dualproj"])
+)
+def test_dual_cone_rules_match_primal_projection(m: np.ndarray, prefs_seed: int, name: str):
+    """With ``reg_eps = 0`` the dual QP on the Gram matrix gives the primal projection
+    onto the dual cone (Quinton & Rey, Proposition 1), computed by SLSQP on the vectors;
+    the update then conflicts with no task."""
+    t = m.shape[0]
+    prefs = np.random.default_rng(prefs_seed).uniform(0.1, 2, t).tolist()
+    w = run_rule(mbk.make_rule(name, t, preferences=prefs, reg_eps=0.0), gram_of(m)).numpy()
+    d = w @ m
+    ref_fn = ref.upgrad if name == "upgrad" else ref.dualproj
+    scale = float(np.linalg.norm(m, axis=1).max()) * sum(prefs)
+    np.testing.assert_allclose(d, ref_fn(m, prefs), rtol=0, atol=1e-5 * scale)
+    assert (m @ d >= -1e-8 * scale * np.linalg.norm(m, axis=1).max()).all()
+    assert (w >= -1e-12).all()  # v >= u >= 0
+
+
+def test_dual_cone_rules_without_conflict_are_linear_scalarisation() -> None:
+    m = np.array([[1.0, 0.2, 0], [0.5, 1.0, 0.1], [0.1, 0.3, 2.0]])  # all inner products > 0
+    for name in ("upgrad", "dualproj"):
+        w = run_rule(mbk.make_rule(name, 3, preferences=[1, 2, 3]), gram_of(m))
+        np.testing.assert_allclose(w, [1, 2, 3], rtol=1e-12)
+
+
+@SETTINGS
+@given(m=grads_strategy, prefs_seed=st.integers(0, 100))
+def test_config_matches_vector_reference(m: np.ndarray, prefs_seed: int) -> None:
+    t = m.shape[0]
+    prefs = np.random.default_rng(prefs_seed).uniform(0.1, 2, t).tolist()
+    w = run_rule(mbk.ConFIG(t, preferences=prefs), gram_of(m)).numpy()
+    d = ref.config(m, prefs)
+    np.testing.assert_allclose(w @ m, d, rtol=0, atol=1e-5 * combined_scale(m))
+    # equal preference-scaled projections on the unit directions (when U b = p is solvable)
+    if np.linalg.matrix_rank(m) == t:
+        u = m / np.linalg.norm(m, axis=1, keepdims=True)
+        proj = (u @ (w @ m)) / np.asarray(prefs)
+        np.testing.assert_allclose(proj, np.full(t, proj[0]), rtol=1e-5)
+
+
+def test_rlw_weights_are_a_seeded_softmax_of_its_draws() -> None:
+    gram = torch.eye(4, dtype=torch.float64)
+    rule = mbk.RLW(4, seed=9)
+    seen = []
+    for step in range(1, 6):
+        w, state = rule.weights(gram, {}, torch.tensor(step))
+        assert state == {}
+        z = mbk.rules.rlw_normals(9, step, 4)
+        torch.testing.assert_close(w, torch.softmax(z, 0), rtol=0, atol=0)
+        assert (w > 0).all() and abs(float(w.sum()) - 1) < 1e-12
+        seen.append(w)
+    assert all(not torch.equal(a, b) for a, b in itertools.pairwise(seen))
+    w_other, _ = mbk.RLW(4, seed=10).weights(gram, {}, torch.tensor(1))
+    assert not torch.equal(w_other, seen[0])
+    # a skipped task gets 0; the active ones share the softmax of their own draws
+    active = torch.tensor([True, False, True, True])
+    w, _ = rule.weights_subset(gram, {}, torch.tensor(1), active)
+    z = mbk.rules.rlw_normals(9, 1, 4)[active]
+    assert float(w[1]) == 0.0
+    torch.testing.assert_close(w[active], torch.softmax(z, 0))
+
+
+def test_rlw_stream_continues_after_a_checkpoint() -> None:
+    """The stream position is the balancer's step: a restored balancer continues it."""
+    bal = mbk.Balancer(mbk.RLW(3, seed=4))
+    for _ in range(3):
+        bal.step_weights(torch.eye(3, dtype=torch.float64))
+    sd = copy.deepcopy(bal.state_dict())
+    expected = [bal.step_weights(torch.eye(3, dtype=torch.float64)).clone() for _ in range(3)]
+    bal2 = mbk.Balancer(mbk.RLW(3, seed=4))
+    bal2.load_state_dict(sd)
+    got = [bal2.step_weights(torch.eye(3, dtype=torch.float64)) for _ in range(3)]
+    for a, b in zip(expected, got):
+        assert torch.equal(a, b)
+
+
 # ------------------------------------------------------------ T = 2 closed forms
 def _two(a: float, b: float, cos: float) -> np.ndarray:
     """Two gradients of norms a, b at the given cosine, in the plane."""
@@ -435,6 +518,13 @@ def test_rules_are_pure_and_report_their_config(name: str) -> None:
         ("cagrad", {"rescale": 1}, r"rescale must be True or False"),
         ("aligned_mtl", {"rtol": 0.0}, r"rtol must be in \(0, 1\)"),
         ("aligned_mtl", {"preferences": [1]}, r"preferences must have num_tasks=3"),
+        ("upgrad", {"reg_eps": -1e-3}, r"reg_eps must be in \[0, 1\]"),
+        ("upgrad", {"norm_eps": float("nan")}, r"norm_eps must be in \[0, inf\)"),
+        ("upgrad", {"preferences": [0, 0, 0]}, r"not all zero"),
+        ("dualproj", {"reg_eps": 2.0}, r"reg_eps must be in \[0, 1\]"),
+        ("dualproj", {"norm_eps": -1.0}, r"norm_eps must be in \[0, inf\)"),
+        ("config", {"preferences": [1, 2]}, r"preferences must have num_tasks=3"),
+        ("rlw", {"seed": -1}, r"seed must be an integer in \[0, inf\)"),
     ],
 )
 def test_invalid_hyperparameters_name_parameter_and_range(name, kwargs, match) -> None:
@@ -449,3 +539,6 @@ def test_registry_errors() -> None:
         mbk.CAGrad(13)
     with pytest.raises(ValueError, match=r"num_tasks must be an integer in \[1, inf\)"):
         mbk.make_rule("mgda_ub", 0)
+    for name in ("upgrad", "dualproj"):
+        with pytest.raises(ValueError, match=r"num_tasks must be an integer in \[1, 12\]"):
+            mbk.make_rule(name, 13)

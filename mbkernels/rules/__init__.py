@@ -7,6 +7,8 @@ Every rule returns weights ``w`` (``[T]``) and the balancer applies
 from .aligned_mtl import AlignedMTL
 from .base import Rule, State
 from .cagrad import CAGrad
+from .config import ConFIG
+from .dualproj import DualProj
 from .equal import Equal
 from .imtl_g import IMTLG
 from .linear import FixedWeights
@@ -15,14 +17,19 @@ from .mgda import MGDAUB
 from .multibalance import REFERENCES, MultiBalanceRule
 from .pcgrad import PCGrad, pcgrad_orders
 from .registry import RULES, make_rule
+from .rlw import RLW, rlw_normals
+from .upgrad import UPGrad
 
 __all__ = [
     "IMTLG",
     "MGDAUB",
     "REFERENCES",
+    "RLW",
     "RULES",
     "AlignedMTL",
     "CAGrad",
+    "ConFIG",
+    "DualProj",
     "Equal",
     "FixedWeights",
     "MaxNorm",
@@ -30,6 +37,8 @@ __all__ = [
     "PCGrad",
     "Rule",
     "State",
+    "UPGrad",
     "make_rule",
     "pcgrad_orders",
+    "rlw_normals",
 ]

@@ -52,10 +52,14 @@ class IMTLG(Rule):
         safe = torch.where(present, norms, torch.ones_like(norms))
         both = present[:, None] & present[None, :]
         cosine = torch.where(both, g / (safe[:, None] * safe[None, :]), torch.zeros_like(g))
-        x = matvec(torch.linalg.pinv(cosine, hermitian=True), present.to(g.dtype))
-        x = torch.where(present, x / safe, torch.zeros_like(x))
+        ones = present.to(g.dtype)
+        pinv = torch.linalg.pinv(cosine, hermitian=True)
+        x = torch.where(present, matvec(pinv, ones) / safe, torch.zeros_like(ones))
         total = x.sum()
-        ok = torch.isfinite(total) & (total.abs() > 1e-12 * x.abs().sum().clamp_min(1e-300))
+        # s is "zero" when it is at the rounding level of the terms it sums: those of
+        # C^+ 1 (whose entries can themselves cancel to noise, e.g. for opposite gradients)
+        terms = torch.where(present, matvec(pinv.abs(), ones) / safe, torch.zeros_like(ones))
+        ok = torch.isfinite(total) & (total.abs() > 1e-10 * terms.sum().clamp_min(1e-300))
         safe_total = torch.where(ok, total, torch.ones_like(total))
         w = torch.where(ok, x / safe_total, torch.full_like(x, 1.0 / self.num_tasks))
         return w.to(gram.dtype), {}

@@ -7,6 +7,8 @@ from typing import Any
 from .aligned_mtl import AlignedMTL
 from .base import Rule
 from .cagrad import CAGrad
+from .config import ConFIG
+from .dualproj import DualProj
 from .equal import Equal
 from .imtl_g import IMTLG
 from .linear import FixedWeights
@@ -14,6 +16,8 @@ from .max_norm import MaxNorm
 from .mgda import MGDAUB
 from .multibalance import MultiBalanceRule
 from .pcgrad import PCGrad
+from .rlw import RLW
+from .upgrad import UPGrad
 
 RULES: dict[str, type[Rule]] = {
     cls.name: cls
@@ -27,6 +31,10 @@ RULES: dict[str, type[Rule]] = {
         IMTLG,
         CAGrad,
         AlignedMTL,
+        UPGrad,
+        DualProj,
+        ConFIG,
+        RLW,
     )
 }
 

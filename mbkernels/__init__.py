@@ -12,15 +12,19 @@ from .fork import fork, fork_each
 from .multibalance import MultiBalance
 from .nonfinite import NONFINITE_POLICIES, NonFiniteGradientError, RefusedStepsWarning
 from .rules import (
+    DBMTL,
     IMTLG,
     MGDAUB,
     RULES,
     AlignedMTL,
     CAGrad,
     Equal,
+    FairGrad,
     FixedWeights,
+    GradVac,
     MaxNorm,
     MultiBalanceRule,
+    NashMTL,
     PCGrad,
     Rule,
     make_rule,
@@ -31,6 +35,7 @@ from .stats import BalanceStats, cosine_from_gram
 __version__ = "0.1.0"
 
 __all__ = [
+    "DBMTL",
     "IMTLG",
     "MGDAUB",
     "NONFINITE_POLICIES",
@@ -40,11 +45,14 @@ __all__ = [
     "Balancer",
     "CAGrad",
     "Equal",
+    "FairGrad",
     "FixedWeights",
+    "GradVac",
     "GramReduce",
     "MaxNorm",
     "MultiBalance",
     "MultiBalanceRule",
+    "NashMTL",
     "NonFiniteGradientError",
     "PCGrad",
     "RefusedStepsWarning",

@@ -7,16 +7,21 @@ Every rule returns weights ``w`` (``[T]``) and the balancer applies
 from .aligned_mtl import AlignedMTL
 from .base import Rule, State
 from .cagrad import CAGrad
+from .db_mtl import DBMTL
 from .equal import Equal
+from .fairgrad import FairGrad
+from .gradvac import GradVac
 from .imtl_g import IMTLG
 from .linear import FixedWeights
 from .max_norm import MaxNorm
 from .mgda import MGDAUB
 from .multibalance import REFERENCES, MultiBalanceRule
+from .nash_mtl import NashMTL
 from .pcgrad import PCGrad, pcgrad_orders
 from .registry import RULES, make_rule
 
 __all__ = [
+    "DBMTL",
     "IMTLG",
     "MGDAUB",
     "REFERENCES",
@@ -24,9 +29,12 @@ __all__ = [
     "AlignedMTL",
     "CAGrad",
     "Equal",
+    "FairGrad",
     "FixedWeights",
+    "GradVac",
     "MaxNorm",
     "MultiBalanceRule",
+    "NashMTL",
     "PCGrad",
     "Rule",
     "State",

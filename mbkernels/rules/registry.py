@@ -7,12 +7,16 @@ from typing import Any
 from .aligned_mtl import AlignedMTL
 from .base import Rule
 from .cagrad import CAGrad
+from .db_mtl import DBMTL
 from .equal import Equal
+from .fairgrad import FairGrad
+from .gradvac import GradVac
 from .imtl_g import IMTLG
 from .linear import FixedWeights
 from .max_norm import MaxNorm
 from .mgda import MGDAUB
 from .multibalance import MultiBalanceRule
+from .nash_mtl import NashMTL
 from .pcgrad import PCGrad
 
 RULES: dict[str, type[Rule]] = {
@@ -27,6 +31,10 @@ RULES: dict[str, type[Rule]] = {
         IMTLG,
         CAGrad,
         AlignedMTL,
+        NashMTL,
+        FairGrad,
+        GradVac,
+        DBMTL,
     )
 }
 

@@ -17,9 +17,11 @@ Newton's method on ``F`` in float64 NumPy on the host:
   decreases without bound along that direction). The solution ``v`` of the scaled system
   gives the solution of ``G w = w^(-p)`` exactly by ``w = mu^(-1/(1+p)) v``.
 * **Start.** ``v_t = G_tt^(-1/(1+p))``, the solution when the gradients are orthogonal.
-* **Step.** The Newton direction ``-H^-1 grad F``, shortened to stay inside ``w > 0`` (at
-  most 99% of the way to the boundary), then halved until ``F`` decreases by at least a
-  quarter of what the Newton model predicts (Armijo backtracking).
+* **Step.** The Newton direction ``-H^-1 grad F`` (a Jacobi-scaled solve), shortened to
+  stay inside ``w > 0`` (at most 99% of the way to the boundary), then halved until ``F``
+  decreases by at least a quarter of what the Newton model predicts (Armijo
+  backtracking); a full step that stays inside once the squared Newton decrement is below
+  ``FULL_STEP_DECREMENT`` (near the solution, where ``F``'s decrease drowns in rounding).
 * **Stopping rule.** The squared Newton decrement ``lambda^2 = grad^T H^-1 grad`` (twice
   the predicted decrease of ``F``) below ``NEWTON_TOL``; near the solution Newton's method
   converges quadratically, so the residual ``||G v - v^(-p)||`` is then at rounding level.
@@ -38,14 +40,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._simplex import RIDGE
-
+#: Ridge added to the scaled system, relative to each diagonal entry: keeps a minimiser
+#: when the system has no solution, and moves a solvable one by about this much.
+RIDGE = 1e-14
 #: Newton's method stops when every equation holds to this relative accuracy:
 #: ``|(G w)_t w_t^p - 1| <= RESIDUAL_TOL``.
 RESIDUAL_TOL = 1e-12
 #: ... or when the squared Newton decrement (twice the decrease of ``F`` that the Newton
 #: step promises) falls below this fraction of ``max(1, |F|)``: rounding level.
 DECREMENT_TOL = 1e-26
+#: Below this squared Newton decrement a feasible full step is taken without line search.
+FULL_STEP_DECREMENT = 0.1
 #: ... or when the line search finds no decrease of ``F`` at steps down to this length.
 MIN_STEP = 1e-12
 #: Newton's method stops after this many iterations at the latest.
@@ -76,7 +81,9 @@ def solve_scaled(g: np.ndarray, p: float) -> tuple[np.ndarray, int]:
             return v, it
         grad = gv - v ** (-p)
         hess = g + np.diag(p * v ** (-p - 1.0))
-        step = -np.linalg.solve(hess, grad)
+        # Jacobi-scaled solve: the weights may span many orders of magnitude
+        d = 1.0 / np.sqrt(np.diagonal(hess))
+        step = -d * np.linalg.solve(hess * d[:, None] * d[None, :], d * grad)
         decrement = -float(grad @ step)
         if not decrement > DECREMENT_TOL * max(1.0, abs(f)):  # also stops on NaN
             return v, it
@@ -84,6 +91,12 @@ def solve_scaled(g: np.ndarray, p: float) -> tuple[np.ndarray, int]:
         t = 1.0
         if shrinking.any():
             t = min(1.0, BOUNDARY_FRACTION * float((v[shrinking] / -step[shrinking]).min()))
+        if t == 1.0 and decrement < FULL_STEP_DECREMENT:
+            # close to the solution: full Newton steps converge quadratically, and F's
+            # decrease is below its rounding error, so no line search
+            v = v + step
+            f = _objective(g, v, p)
+            continue
         while True:
             candidate = v + t * step
             f_new = _objective(g, candidate, p)

@@ -23,7 +23,7 @@ which has no counterpart on the representation, so clipping is off by default he
 A task whose gradient is exactly zero has no finite weight (``w_t = 1 / 0``) and
 contributes nothing; it gets weight 0. When a non-negative combination of the gradients
 vanishes (e.g. ``g_2 = -g_1``) the system has no solution at all; the solver's ridge
-(``1e-10`` of each diagonal entry) keeps the weights finite (of the order of ``1e5``).
+(``1e-14`` of each diagonal entry) keeps the weights finite (of the order of ``1e7``).
 """
 
 from __future__ import annotations

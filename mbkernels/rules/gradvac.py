@@ -90,12 +90,14 @@ class GradVac(Rule):
         if t > 1:
             rows = torch.arange(t, device=g.device)
             orders = pcgrad_orders(self.seed, step, t, device=g.device)
-            norm_all = g.diagonal().clamp_min(0).sqrt()
+            sq_all = g.diagonal().clamp_min(0)
+            norm_all = sq_all.sqrt()
+            cg = g  # row i: <g_i', g_k> for every k, i.e. (C G)_i
+            sq_i = sq_all  # ||g_i'||^2, updated with each correction
             for k in range(t - 1):
                 j = orders[:, k]
-                cg = (coef[:, :, None] * g[None, :, :]).sum(1)  # (C G), elementwise
                 dot = cg[rows, j]
-                norm_i = (cg * coef).sum(-1).clamp_min(0).sqrt()
+                norm_i = sq_i.clamp_min(0).sqrt()
                 norm_j = norm_all[j]
                 phi = dot / (norm_i * norm_j + self.eps)
                 target = phi_hat[rows, j]
@@ -103,9 +105,11 @@ class GradVac(Rule):
                 root_target = (1.0 - target * target).clamp_min(0).sqrt()
                 size = norm_i * (target * root_phi - phi * root_target)
                 size = size / (norm_j * root_target + self.eps)
-                correct = (phi < target) & (norm_j > 0)
-                size = torch.where(correct, size, torch.zeros_like(size))
-                coef = coef + size[:, None] * torch.nn.functional.one_hot(j, t).to(g.dtype)
+                size = torch.where((phi < target) & (norm_j > 0), size, 0.0)
+                # g_i' <- g_i' + size g_j, on the coefficients and the inner products
+                coef = coef.index_put((rows, j), size, accumulate=True)
+                cg = cg + size[:, None] * g[j]
+                sq_i = sq_i + size * (2.0 * dot + size * sq_all[j])
                 phi_hat = phi_hat.index_put((rows, j), (1.0 - self.beta) * target + self.beta * phi)
         w = coef.sum(0)
         # a cosine is in [-1, 1]; rounding may step outside by an ulp

@@ -14,8 +14,10 @@ order, with ``phi = cos(g_i', g_j)``::
 (the correction turns ``g_i'`` so that its cosine with ``g_j`` is the target), and the
 update is ``sum_i g_i'``. As in :class:`~mbkernels.rules.PCGrad`, every ``g_i'`` is a
 combination ``sum_k C_ik g_k`` and all the quantities are inner products
-(``<g_i', g_j> = (C G)_ij``, ``||g_i'||^2 = (C G C^T)_ii``), so the rule tracks ``C`` on
-the Gram matrix and returns its column sums. The ``T - 1`` visiting rounds run for all
+(``<g_i', g_j> = (C G)_ij``, ``||g_i'||^2 = (C G C^T)_ii``), so the rule tracks ``C``,
+``C G`` and the squared norms on the Gram matrix (a correction ``g_i' += s g_j`` adds ``s``
+to ``C_ij``, ``s G_j`` to row i of ``C G`` and ``s (2 <g_i', g_j> + s G_jj)`` to
+``||g_i'||^2``) and returns the column sums of ``C``. The ``T - 1`` visiting rounds run for all
 tasks at once; the order is :func:`~mbkernels.rules.pcgrad_orders` of ``(seed, step)``.
 
 ``eps`` is added to the denominators as in the authors' code (and TorchJD), but on the

@@ -88,32 +88,40 @@ class GradVac(Rule):
             g = torch.where(both, g, torch.zeros_like(g))
         old = state["phi_hat"]
         phi_hat = old.to(g.dtype)
-        coef = torch.eye(t, dtype=g.dtype, device=g.device)
+        w = torch.ones(t, dtype=g.dtype, device=g.device)  # column sums of C = I
         if t > 1:
             rows = torch.arange(t, device=g.device)
-            orders = pcgrad_orders(self.seed, step, t, device=g.device)
+            orders = pcgrad_orders(self.seed, step, t, device=g.device)  # [T, T-1]
             sq_all = g.diagonal().clamp_min(0)
-            norm_all = sq_all.sqrt()
+            # everything about the visited g_j, for all rounds at once: each pair (i, j) is
+            # visited once per step, so its target is read before any update of it
+            sq_j = sq_all[orders]
+            norm_j = sq_j.sqrt()
+            g_j = g[orders]  # [T, T-1, T]: row j(i, k) of G
+            target = phi_hat.gather(1, orders)
+            root_target = (1.0 - target * target).clamp_min(0).sqrt()
+            denom = norm_j * root_target + self.eps
+            movable = norm_j > 0
             cg = g  # row i: <g_i', g_k> for every k, i.e. (C G)_i
             sq_i = sq_all  # ||g_i'||^2, updated with each correction
+            phis, sizes = [], []
             for k in range(t - 1):
-                j = orders[:, k]
-                dot = cg[rows, j]
+                dot = cg[rows, orders[:, k]]
                 norm_i = sq_i.clamp_min(0).sqrt()
-                norm_j = norm_all[j]
-                phi = dot / (norm_i * norm_j + self.eps)
-                target = phi_hat[rows, j]
+                phi = dot / (norm_i * norm_j[:, k] + self.eps)
+                tk = target[:, k]
                 root_phi = (1.0 - phi * phi).clamp_min(0).sqrt()
-                root_target = (1.0 - target * target).clamp_min(0).sqrt()
-                size = norm_i * (target * root_phi - phi * root_target)
-                size = size / (norm_j * root_target + self.eps)
-                size = torch.where((phi < target) & (norm_j > 0), size, 0.0)
-                # g_i' <- g_i' + size g_j, on the coefficients and the inner products
-                coef = coef.index_put((rows, j), size, accumulate=True)
-                cg = cg + size[:, None] * g[j]
-                sq_i = sq_i + size * (2.0 * dot + size * sq_all[j])
-                phi_hat = phi_hat.index_put((rows, j), (1.0 - self.beta) * target + self.beta * phi)
-        w = coef.sum(0)
+                size = norm_i * (tk * root_phi - phi * root_target[:, k]) / denom[:, k]
+                size = torch.where((phi < tk) & movable[:, k], size, 0.0)
+                # g_i' <- g_i' + size g_j, on the inner products and the squared norm
+                cg = cg + size[:, None] * g_j[:, k]
+                sq_i = sq_i + size * (2.0 * dot + size * sq_j[:, k])
+                phis.append(phi)
+                sizes.append(size)
+            # C = I + the corrections at (i, j(i, k)); its column sums are the weights
+            w = w.index_add(0, orders.T.reshape(-1), torch.cat(sizes))
+            phi_new = (1.0 - self.beta) * target + self.beta * torch.stack(phis, 1)
+            phi_hat = phi_hat.scatter(1, orders, phi_new)
         # a cosine is in [-1, 1]; rounding may step outside by an ulp
         new = phi_hat.clamp(-1.0, 1.0).to(old.dtype)
         if active is not None:

@@ -12,6 +12,7 @@ from .fork import fork, fork_each
 from .multibalance import MultiBalance
 from .nonfinite import NONFINITE_POLICIES, NonFiniteGradientError, RefusedStepsWarning
 from .rules import (
+    DBMTL,
     IMTLG,
     MGDAUB,
     RLW,
@@ -21,9 +22,12 @@ from .rules import (
     ConFIG,
     DualProj,
     Equal,
+    FairGrad,
     FixedWeights,
+    GradVac,
     MaxNorm,
     MultiBalanceRule,
+    NashMTL,
     PCGrad,
     Rule,
     UPGrad,
@@ -35,6 +39,7 @@ from .stats import BalanceStats, cosine_from_gram
 __version__ = "0.1.0"
 
 __all__ = [
+    "DBMTL",
     "IMTLG",
     "MGDAUB",
     "NONFINITE_POLICIES",
@@ -47,11 +52,14 @@ __all__ = [
     "ConFIG",
     "DualProj",
     "Equal",
+    "FairGrad",
     "FixedWeights",
+    "GradVac",
     "GramReduce",
     "MaxNorm",
     "MultiBalance",
     "MultiBalanceRule",
+    "NashMTL",
     "NonFiniteGradientError",
     "PCGrad",
     "RefusedStepsWarning",

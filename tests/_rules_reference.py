@@ -190,3 +190,85 @@ def config(m: np.ndarray, prefs: Sequence[float]) -> np.ndarray:
         return np.zeros(m.shape[1])
     e = b / np.linalg.norm(b)
     return float((m @ e).sum()) * e
+
+
+def power_system(m: np.ndarray, p: float) -> np.ndarray:
+    """Weights ``w > 0`` with ``<sum_k w_k g_k, g_t> = w_t^(-p)`` for every task t: SciPy's
+    ``least_squares`` on ``w >= 0`` from ``w = 1/T``, as in FairGrad's code, with the
+    residuals computed from the vectors."""
+    from scipy.optimize import least_squares
+
+    def residual(w: np.ndarray) -> np.ndarray:
+        return m @ (w @ m) - w ** (-p)
+
+    start = np.full(m.shape[0], 1.0 / m.shape[0])
+    res = least_squares(
+        residual, start, bounds=(0, np.inf), xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=10_000
+    )
+    return res.x
+
+
+def power_system_solvable(m: np.ndarray) -> bool:
+    """Whether no non-negative combination of the rows of m (summing to 1) is ~0: an LP
+    minimising the largest |coordinate| of the combination over the simplex."""
+    from scipy.optimize import linprog
+
+    t, d = m.shape
+    scale = np.linalg.norm(m, axis=1).max()
+    if scale == 0 or (np.linalg.norm(m, axis=1) == 0).any():
+        return False
+    mu = m / np.linalg.norm(m, axis=1, keepdims=True)
+    # variables (w, s): min s  s.t.  -s <= (w @ mu)_k <= s,  sum w = 1, w >= 0
+    c = np.r_[np.zeros(t), 1.0]
+    a_ub = np.block([[mu.T, -np.ones((d, 1))], [-mu.T, -np.ones((d, 1))]])
+    res = linprog(c, A_ub=a_ub, b_ub=np.zeros(2 * d), A_eq=np.r_[np.ones(t), 0.0][None], b_eq=[1.0])
+    return bool(res.status == 0 and res.fun > 1e-3)
+
+
+def nash_mtl(m: np.ndarray, *, max_norm: float = 0.0) -> np.ndarray:
+    """Navon et al.: ``G w = 1/w``, the update clipped to ``max_norm`` (0: no clipping)."""
+    d = power_system(m, 1.0) @ m
+    norm = np.linalg.norm(d)
+    return d * (max_norm / norm) if 0 < max_norm < norm else d
+
+
+def fairgrad(m: np.ndarray, *, alpha: float) -> np.ndarray:
+    """Ban & Ji: ``G w = w^(-1/alpha)``."""
+    return power_system(m, 1.0 / alpha) @ m
+
+
+def gradvac(
+    m: np.ndarray, phi_hat: np.ndarray, *, beta: float, seed: int, step: int, eps: float = 1e-8
+) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's per-pair correction on the vectors, with the library's visiting order
+    and ``eps`` relative to the mean squared norm. Returns (d, new phi_hat)."""
+    t = m.shape[0]
+    scale = np.sqrt(np.einsum("td,td->t", m, m).mean())
+    mu = m / scale if scale > 0 else m
+    orders = pcgrad_orders(seed, step, t).numpy() if t > 1 else np.zeros((1, 0), int)
+    phi_hat = phi_hat.copy()
+    out = np.zeros(m.shape[1])
+    for i in range(t):
+        gi = mu[i].copy()
+        for j in orders[i]:
+            ni, nj = np.linalg.norm(gi), np.linalg.norm(mu[j])
+            phi = gi @ mu[j] / (ni * nj + eps)
+            target = phi_hat[i, j]
+            if phi < target and nj > 0:
+                a, b = np.sqrt(max(1 - phi**2, 0)), np.sqrt(max(1 - target**2, 0))
+                gi = gi + ni * (target * a - phi * b) / (nj * b + eps) * mu[j]
+            phi_hat[i, j] = (1 - beta) * target + beta * phi
+        out += gi
+    return out * scale, phi_hat
+
+
+def db_mtl(
+    m: np.ndarray, ema: np.ndarray, step: int, *, beta: float, sigma: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """EMA of the norms with rate ``beta / k^sigma``; ``w_t = max_i m_i / m_t`` (the bias
+    correction is common to all tasks here and cancels). Returns (d, new_ema)."""
+    norms = np.linalg.norm(m, axis=1)
+    rate = beta / step**sigma
+    ema = rate * ema + (1 - rate) * norms
+    w = np.where(ema > 0, ema.max() / np.where(ema > 0, ema, 1.0), 1.0)
+    return w @ m, ema

@@ -34,6 +34,7 @@ INTERNAL_TESTS = {
     "tests/test_state_safety.py": "state untouched by failures injected into private steps",
     "tests/test_ops_triton_real_path.py": "the compiled kernels under the balancer's backward",
     "tests/test_mgda_exact.py": "the simplex solver (mbkernels.rules._simplex) on its own",
+    "tests/test_power_system.py": "Nash-MTL's and FairGrad's solver (rules._power_system)",
     "tests/test_ops_triton.py": "the Triton kernels' launch helpers and size checks",
     "tests/test_public_boundary.py": "this check: its examples name private names",
 }

@@ -8,13 +8,17 @@ from .aligned_mtl import AlignedMTL
 from .base import Rule
 from .cagrad import CAGrad
 from .config import ConFIG
+from .db_mtl import DBMTL
 from .dualproj import DualProj
 from .equal import Equal
+from .fairgrad import FairGrad
+from .gradvac import GradVac
 from .imtl_g import IMTLG
 from .linear import FixedWeights
 from .max_norm import MaxNorm
 from .mgda import MGDAUB
 from .multibalance import MultiBalanceRule
+from .nash_mtl import NashMTL
 from .pcgrad import PCGrad
 from .rlw import RLW
 from .upgrad import UPGrad
@@ -35,6 +39,10 @@ RULES: dict[str, type[Rule]] = {
         DualProj,
         ConFIG,
         RLW,
+        NashMTL,
+        FairGrad,
+        GradVac,
+        DBMTL,
     )
 }
 

@@ -348,12 +348,17 @@ ORACLE_RULES: dict[str, Callable[[int], object]] = {
     "dualproj": lambda t: tjd.DualProj(),
     "config": lambda t: tjd.ConFIG(),
     "rlw": lambda t: tjd.Random(),
+    # compared in tests/test_torchjd_oracle_b.py (cvxpy-backed Nash-MTL, the power system)
+    "nash_mtl": lambda t: tjd.NashMTL(n_tasks=t, max_norm=0.0),
+    "fairgrad": lambda t: tjd.FairGrad(alpha=1.0),
+    "gradvac": lambda t: tjd.GradVac(),
 }
 
 
 def test_every_rule_torchjd_also_has_is_compared_here() -> None:
-    """Our rules without a TorchJD counterpart: MultiBalance and max-norm (norm EMAs)."""
-    assert set(mbk.RULES) - set(ORACLE_RULES) == {"multibalance", "max_norm"}
+    """Our rules without a TorchJD counterpart: MultiBalance, max-norm and DB-MTL's gradient
+    half (EMAs of the norms)."""
+    assert set(mbk.RULES) - set(ORACLE_RULES) == {"multibalance", "max_norm", "db_mtl"}
     jac = jacobian("random", 3)
     for make in ORACLE_RULES.values():
         assert make(3)(jac).shape == (DIM,)  # type: ignore[operator]

@@ -15,9 +15,12 @@ On the Gram matrix, with ``n_t = ||g_t||``, ``D = diag(n)`` and the cosine matri
     w = x (1^T G x) / (x^T G x)
 
 The pseudo-inverse sees unit directions only (as IMTL-G's), so one task's scale does not
-enter it. A zero-gradient task gets weight 0; if ``x^T G x = 0`` (every gradient zero,
-or zero preference on every task with a gradient) the weights are 0, as TorchJD's
-``ConFIG`` returns the zero vector there. ``preferences`` is TorchJD's ``pref_vector``,
+enter it. A zero-gradient task gets weight 0; if ``b = 0`` the weights are 0, as TorchJD's
+``ConFIG`` returns the zero vector there. That happens when every gradient is zero, when
+every task with a gradient has zero preference, and when ``p`` has no component in the
+range of ``C`` (e.g. two exactly opposite gradients with ``p = 1``). The last is decided
+with a tolerance, ``||C C^+ p|| <= 1e-9 ||p||``: rounding leaves a tiny ``b`` of arbitrary
+direction there, and the update would follow it. ``preferences`` is TorchJD's ``pref_vector``,
 with the same default (all ones: the update is on the scale of the sum).
 """
 
@@ -63,10 +66,12 @@ class ConFIG(Rule):
         cosine = torch.where(both, g / (safe[:, None] * safe[None, :]), torch.zeros_like(g))
         p = torch.tensor(self.preferences, dtype=g.dtype, device=g.device)
         x = matvec(torch.linalg.pinv(cosine, hermitian=True), p)
+        # b = 0 up to rounding: p is (numerically) orthogonal to the range of C
+        in_range = matvec(cosine, x).norm() > 1e-9 * p.norm()
         x = torch.where(present, x / safe, torch.zeros_like(x))
         gx = matvec(g, x)
         sq = (x * gx).sum()
-        ok = torch.isfinite(sq) & (sq > 0)
+        ok = torch.isfinite(sq) & (sq > 0) & in_range
         w = torch.where(ok, x * gx.sum() / torch.where(ok, sq, torch.ones_like(sq)), 0.0)
         return w.to(gram.dtype), {}
 

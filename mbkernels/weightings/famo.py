@@ -78,7 +78,7 @@ class FAMO(LossWeighting):
 
     def check_losses(self, losses: Tensor) -> None:
         bounds = losses.new_tensor(self.min_losses)
-        if bool((losses - bounds + EPS <= 0).any()):
+        if bool((losses <= bounds).any()):
             raise ValueError(
                 f"losses must be above min_losses={list(self.min_losses)} for rule 'famo' "
                 f"(it takes the logarithm of L - min_losses), got {losses.tolist()}"

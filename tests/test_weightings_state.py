@@ -297,3 +297,24 @@ def test_deepcopy_and_reset_restore_the_initial_parameters() -> None:
     assert int(bal.step) == 0
     with pytest.raises(ValueError, match="no losses were observed"):
         _backward_units(bal)
+
+
+def test_grad_scaler_scales_the_parameter_gradient_like_every_other() -> None:
+    """With a GradScaler the backward adds scale * dF/ds, so unscale_ gives dF/ds."""
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    bal = mbk.Balancer(mbk.make_rule("uw", T), grad_scaler=scaler)
+    z = torch.randn(4, 2, requires_grad=True)
+    opt = torch.optim.SGD([z, *bal.parameters()], lr=0.1)
+    zs = bal(z)
+    losses = [zs[0].pow(2).sum(), zs[1].abs().sum(), (2 * zs[2]).pow(2).sum()]
+    bal.observe(losses)
+    scaler.scale(sum(losses)).backward()
+    values = torch.stack([loss.detach() for loss in losses]).double()
+    expected = 0.5 - 0.5 * values
+    torch.testing.assert_close(bal.log_var.grad, 1024.0 * expected)
+    scaler.unscale_(opt)
+    torch.testing.assert_close(bal.log_var.grad, expected)
+    # the weights do not depend on the scale: z receives 0.5 * sum_t g_t
+    z_ref = z.detach().requires_grad_()
+    (0.5 * (z_ref.pow(2).sum() + z_ref.abs().sum() + (2 * z_ref).pow(2).sum())).backward()
+    torch.testing.assert_close(z.grad, z_ref.grad)

@@ -526,7 +526,8 @@ class Balancer(nn.Module):
         Gram matrix itself (parameter-level experiments, benchmarks, teaching) and wants
         the same state handling. The rule runs in float64 on a detached copy of ``gram``,
         on ``gram``'s device (the state moves there when the step commits): no gradient
-        flows into the weights or the state.
+        flows into the weights or the state. A loss-aware weighting uses (and consumes)
+        the losses given to :meth:`observe` before it.
         """
         if not isinstance(gram, Tensor) or gram.shape != (self.num_tasks, self.num_tasks):
             got = tuple(gram.shape) if isinstance(gram, Tensor) else type(gram).__name__

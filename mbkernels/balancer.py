@@ -250,8 +250,8 @@ class Balancer(nn.Module):
         losses whose sum is back-propagated, in task order. They are read detached, in
         float64; the next balancing step (the fork's backward, or :meth:`step_weights`)
         uses them once. Finite, and ``> 0`` where the weighting takes logarithms or
-        ratios; else ``ValueError`` and nothing changes. Reads one boolean from the
-        device (the finiteness check)."""
+        ratios; else ``ValueError`` and nothing changes. Reads a boolean from the device
+        for each check (finite; the domain, where the weighting has one)."""
         self._require_loss_rule("observe")
         self._losses = self._loss_vector(losses)
 

@@ -5,6 +5,8 @@ For T = 2..8 it times, interleaved in one run (so machine noise hits all alike),
 ``Balancer.step_weights`` of every rule on a random Gram matrix (the rule plus the
 balancer's state handling, exactly what the fork's backward runs between the passes),
 next to the two passes themselves (Gram + weighted sum) over ``N`` elements per task.
+The loss-aware weightings (``mbk.WEIGHTINGS``) are timed the same way with what they add
+per step: ``observe(losses)`` before ``step_weights`` (and FAMO's ``update`` after it).
 Prints milliseconds per step and writes JSON with ``--json``.
 
     python -m benchmarks.rules_overhead                   # CPU, N = 2^20
@@ -43,6 +45,12 @@ def measure(
         for name in mbk.RULES:
             bal = mbk.Balancer(mbk.make_rule(name, t, **RULE_KWARGS.get(name, {}))).to(dev)
             candidates[name] = lambda bal=bal, gram=gram: bal.step_weights(gram)
+        losses = (torch.rand(t, generator=gen, dtype=torch.float64) + 0.5).to(dev)
+        for name in mbk.WEIGHTINGS:
+            bal = mbk.Balancer(mbk.make_rule(name, t)).to(dev)
+            candidates[name] = lambda bal=bal, gram=gram, losses=losses: weighting_step(
+                bal, gram, losses
+            )
         grads = [torch.randn(n, generator=gen).to(dev) for _ in range(t)]
         weights = torch.ones(t, device=dev)
 
@@ -55,6 +63,14 @@ def measure(
         for name, timing in timings.items():
             out.setdefault(name, {})[t] = timing.median
     return out
+
+
+def weighting_step(bal: mbk.Balancer, gram: torch.Tensor, losses: torch.Tensor) -> None:
+    """What a loss-aware weighting runs per training step besides the two passes."""
+    bal.observe(losses)
+    bal.step_weights(gram)
+    if bal.rule.name == "famo":
+        bal.update(0.9 * losses)
 
 
 def table(results: dict[str, dict[int, float]], tasks: list[int]) -> str:

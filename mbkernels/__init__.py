@@ -4,7 +4,7 @@
 >>> bal = mbk.MultiBalance(num_tasks=3, beta=0.9, relax=0.7, reference="target", target=0)
 """
 
-from . import ops, rules, validation
+from . import ops, rules, validation, weightings
 from .balancer import Balancer, GramReduce
 from .checkpoint import check_state_dict, load_state_dict
 from .distributed import joint_mean_losses
@@ -34,6 +34,7 @@ from .rules import (
     make_rule,
 )
 from .stats import BalanceStats, cosine_from_gram
+from .weightings import WEIGHTINGS, LossWeighting
 
 #: The version of the distribution (pyproject.toml reads it from here) and of mbviz.
 __version__ = "0.1.0"
@@ -45,6 +46,7 @@ __all__ = [
     "NONFINITE_POLICIES",
     "RLW",
     "RULES",
+    "WEIGHTINGS",
     "AlignedMTL",
     "BalanceStats",
     "Balancer",
@@ -56,6 +58,7 @@ __all__ = [
     "FixedWeights",
     "GradVac",
     "GramReduce",
+    "LossWeighting",
     "MaxNorm",
     "MultiBalance",
     "MultiBalanceRule",
@@ -76,4 +79,5 @@ __all__ = [
     "ops",
     "rules",
     "validation",
+    "weightings",
 ]

@@ -18,10 +18,13 @@ Per backward, through :mod:`mbkernels.ops`:
 3. mixed precision: divided by the GradScaler's ``scale**2`` (:mod:`mbkernels.amp`);
 4. the rule maps Gram + state to weights and new state, under the non-finite
    policy (:mod:`mbkernels.nonfinite`; with a GradScaler always ``"skip_update"``),
-   on the gradients' device; nothing is written yet;
+   on the gradients' device; nothing is written yet. A loss-aware weighting
+   (:mod:`mbkernels.weightings`) reads the losses given to :meth:`Balancer.observe`
+   too, and proposes its learned parameters' gradients;
 5. pass 2: ``sum_t w_t g_t`` in the gradients' dtype;
 6. commit: the new state if the statistics are finite (else the old one), the
-   count of steps refused in a row, and :attr:`Balancer.stats`. Last, so that an
+   count of steps refused in a row, :attr:`Balancer.stats`, and the learned
+   parameters' gradients (added to ``.grad``; zero for a refused step). Last, so that an
    error anywhere before leaves every state tensor as it was; the buffers move to
    the gradients' device here, and only here.
 
@@ -65,6 +68,7 @@ from .numerics import (
 from .rules.base import Rule
 from .stats import BalanceStats
 from .validation import check_choice, check_int
+from .weightings.base import LossWeighting
 
 try:
     from torch._subclasses.fake_tensor import is_fake as _is_fake
@@ -120,7 +124,13 @@ class Balancer(nn.Module):
 
     State (``state_dict``): the rule's state tensors, ``step`` (int64), ``weights``
     (float64, the last weights applied) and ``refused_streak`` (int64, the number of
-    steps refused in a row), plus the rule's configuration.
+    steps refused in a row), plus the rule's configuration; for a loss-aware weighting
+    also its learned parameters (``nn.Parameter`` entries of the balancer, e.g. UW's
+    ``log_var``: give ``bal.parameters()`` to the optimiser).
+
+    Loss-aware weightings (:mod:`mbkernels.weightings`): :meth:`observe` this step's
+    losses before ``backward``; FAMO's :meth:`update` after the optimiser step; DWA's
+    :meth:`end_epoch` at the end of each epoch.
     """
 
     step: Tensor
@@ -169,6 +179,15 @@ class Balancer(nn.Module):
             if name in _OWN_STATE:
                 raise ValueError(f"rule state name {name!r} is reserved")
             self.register_buffer(name, value)
+        self._loss_rule = isinstance(rule, LossWeighting)
+        initial_params = rule.init_parameters() if isinstance(rule, LossWeighting) else {}
+        self._param_names = tuple(initial_params)
+        for name, value in initial_params.items():
+            if name in _OWN_STATE or name in self._state_names:
+                raise ValueError(f"rule parameter name {name!r} is reserved")
+            self.register_parameter(name, nn.Parameter(value))
+        # this step's losses (float64 [T], detached), from observe() until a step commits
+        self._losses: Tensor | None = None
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
         # float64: any finite weight a rule returns fits (in float32, weights above 3.4e38,
         # e.g. from norm ratios above 1e38 in float64 training, would be inf and refused)
@@ -222,6 +241,111 @@ class Balancer(nn.Module):
         # wrapper's own cost (~10 µs a call) is skipped.
         fork_fn = _fork_eager if torch.compiler.is_compiling() else fork
         return fork_fn(z, self.num_tasks, self.combine)
+
+    # ------------------------------------------------------------------ losses
+    def observe(self, losses: Sequence[Tensor | float] | Tensor) -> None:
+        """Hand a loss-aware weighting (:mod:`mbkernels.weightings`) this step's task
+        losses; call it after the forward pass and before ``backward``. ``losses``: a
+        ``[num_tasks]`` tensor or ``num_tasks`` scalars (0-d tensors or numbers), the
+        losses whose sum is back-propagated, in task order. They are read detached, in
+        float64; the next balancing step (the fork's backward, or :meth:`step_weights`)
+        uses them once. Finite, and ``> 0`` where the weighting takes logarithms or
+        ratios; else ``ValueError`` and nothing changes. Reads a boolean from the device
+        for each check (finite; the domain, where the weighting has one)."""
+        self._require_loss_rule("observe")
+        self._losses = self._loss_vector(losses)
+
+    def update(self, losses: Sequence[Tensor | float] | Tensor) -> None:
+        """After the optimiser step: let the weighting learn from the losses recomputed on
+        the same batch (FAMO's ``update``); a weighting without such an update ignores it.
+        ``losses`` as for :meth:`observe`."""
+        self._require_loss_rule("update")
+        assert isinstance(self.rule, LossWeighting)
+        values = self._loss_vector(losses)
+        state = {name: getattr(self, name) for name in self._state_names}
+        self._write_state(self.rule.after_step(values.to(self.step.device), state), "update")
+
+    def end_epoch(self) -> None:
+        """At the end of each epoch: let the weighting close the epoch (DWA's epoch-average
+        losses); a weighting without epochs ignores it."""
+        self._require_loss_rule("end_epoch")
+        assert isinstance(self.rule, LossWeighting)
+        state = {name: getattr(self, name) for name in self._state_names}
+        self._write_state(self.rule.end_epoch(state), "end_epoch")
+
+    def _require_loss_rule(self, method: str) -> None:
+        if not self._loss_rule:
+            raise ValueError(
+                f"Balancer.{method} is for the loss-aware weightings (mbkernels.weightings, "
+                f"e.g. make_rule('uw', T)); rule {self.rule.name!r} weighs the tasks from "
+                f"the Gram matrix alone"
+            )
+
+    def _loss_vector(self, losses: Sequence[Tensor | float] | Tensor) -> Tensor:
+        """``losses`` as a detached float64 ``[num_tasks]`` tensor, checked (finite, the
+        weighting's domain)."""
+        t = self.num_tasks
+        if isinstance(losses, Tensor):
+            if losses.shape != (t,):
+                raise ValueError(
+                    f"losses must be a [{t}] tensor (num_tasks={t}) or {t} scalars, "
+                    f"got a tensor of shape {tuple(losses.shape)}"
+                )
+            values = losses.detach()
+        else:
+            if isinstance(losses, (str, bytes)) or not isinstance(losses, Sequence):
+                raise ValueError(
+                    f"losses must be a [{t}] tensor or a sequence of {t} scalars, "
+                    f"got {type(losses).__name__}"
+                )
+            if len(losses) != t:
+                raise ValueError(
+                    f"losses must hold num_tasks={t} losses, one per task, got {len(losses)}"
+                )
+            items = []
+            for i, loss in enumerate(losses):
+                if isinstance(loss, Tensor):
+                    if loss.numel() != 1:
+                        raise ValueError(
+                            f"losses[{i}] must be a scalar (one loss per task), got a tensor "
+                            f"of shape {tuple(loss.shape)}"
+                        )
+                    items.append(loss.detach().reshape(()))
+                elif isinstance(loss, (int, float)) and not isinstance(loss, bool):
+                    items.append(torch.tensor(float(loss), dtype=torch.float64))
+                else:
+                    raise ValueError(f"losses[{i}] must be a tensor or a number, got {loss!r}")
+            device = items[0].device
+            values = torch.stack([v.to(device=device, dtype=torch.float64) for v in items])
+        if values.is_complex() or values.dtype == torch.bool:
+            raise ValueError(f"losses must be real numbers, got dtype {values.dtype}")
+        if _holds_no_data(values):
+            raise ValueError("losses must hold values, got a meta or fake tensor")
+        values = values.to(torch.float64)
+        finite = torch.isfinite(values)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().flatten().tolist()
+            raise ValueError(
+                f"losses must be finite, got {values.tolist()} (inf/NaN at task index(es) "
+                f"{bad}); the balancer state was not changed"
+            )
+        assert isinstance(self.rule, LossWeighting)
+        self.rule.check_losses(values)
+        return values.clone()
+
+    def _write_state(self, new_state: dict[str, Tensor] | None, method: str) -> None:
+        """Copy a weighting's new state into the buffers, if it has one and it is finite."""
+        if new_state is None:
+            return
+        floats = [v for v in new_state.values() if v.is_floating_point()]
+        if floats and not bool(all_finite(*floats)):
+            raise FloatingPointError(
+                f"Balancer.{method}: rule {self.rule.name!r} computed a non-finite state; "
+                f"the balancer state was not changed"
+            )
+        for name in self._state_names:
+            buffer = getattr(self, name)
+            buffer.copy_(new_state[name].to(device=buffer.device, dtype=buffer.dtype))
 
     # ----------------------------------------------------------------- backward
     def combine(self, grads: Sequence[Tensor | None]) -> Tensor | None:
@@ -402,7 +526,8 @@ class Balancer(nn.Module):
         Gram matrix itself (parameter-level experiments, benchmarks, teaching) and wants
         the same state handling. The rule runs in float64 on a detached copy of ``gram``,
         on ``gram``'s device (the state moves there when the step commits): no gradient
-        flows into the weights or the state.
+        flows into the weights or the state. A loss-aware weighting uses (and consumes)
+        the losses given to :meth:`observe` before it.
         """
         if not isinstance(gram, Tensor) or gram.shape != (self.num_tasks, self.num_tasks):
             got = tuple(gram.shape) if isinstance(gram, Tensor) else type(gram).__name__
@@ -472,15 +597,27 @@ class Balancer(nn.Module):
         # non-finite step runs on a zeroed copy, and its result is discarded below.
         clean = gram.nan_to_num(0.0, 0.0, 0.0)
         dropped = None
+        grads: dict[str, Tensor] = {}
         if policy == "skip_task":
             bad = nonfinite_tasks(gram)
             active = ~bad
+        if self._loss_rule:
+            weights, new_state, grads = self._loss_step(clean, old_state, step, here)
+            if policy == "skip_task":
+                weights, new_state, grads = _hold_inactive(
+                    self.num_tasks, old_state, (weights, new_state, grads), active
+                )
+        elif policy == "skip_task":
             weights, new_state = self.rule.weights_subset(clean, old_state, step, active)
         else:
             weights, new_state = self.rule.weights(clean, old_state, step)
         weights = weights.to(self.weights.dtype)
         # integer state (counters) is always finite: leave it out of the check's concatenation
-        results = (weights, *(v for v in new_state.values() if v.is_floating_point()))
+        results = (
+            weights,
+            *(v for v in new_state.values() if v.is_floating_point()),
+            *grads.values(),
+        )
         if policy == "skip_task":
             # dropped tasks' inf/NaN are expected; some task must be left
             finite = active.any() & all_finite(*results)
@@ -512,7 +649,32 @@ class Balancer(nn.Module):
             finite=finite,
             refused_streak=streak,
         )
-        return _Proposal(applied, committed, new_step, streak, stats, dropped)
+        grads = {name: torch.where(finite, g, torch.zeros_like(g)) for name, g in grads.items()}
+        return _Proposal(applied, committed, new_step, streak, stats, dropped, grads)
+
+    def _loss_step(
+        self,
+        gram: Tensor,
+        state: dict[str, Tensor],
+        step: Tensor,
+        here: Callable[[Tensor], Tensor],
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """A loss-aware weighting's step on this step's observed losses."""
+        rule = self.rule
+        assert isinstance(rule, LossWeighting)
+        if self._losses is None:
+            raise ValueError(
+                f"rule {rule.name!r} weighs the tasks by their losses, and no losses were "
+                f"observed for this step: call bal.observe(losses) with the "
+                f"{self.num_tasks} task losses before backward (once per backward); the "
+                f"balancer state was not changed"
+            )
+        losses = self._losses.to(gram.device)
+        params = {
+            name: here(getattr(self, name)).detach().to(torch.float64) for name in self._param_names
+        }
+        out = rule.loss_step(losses, gram.diagonal(), params, state, step)
+        return out.weights, dict(out.state), dict(out.grads)
 
     def _commit(self, proposal: _Proposal) -> None:
         """Write a proposed step into the buffers: in place on the same device; on another
@@ -533,7 +695,25 @@ class Balancer(nn.Module):
         self._stats = proposal.stats
         self._host_record = None
         self._device_record = None
+        if self._loss_rule:
+            self._losses = None  # used once
+            self._accumulate_grads(proposal.grads or {})
         self._watch_refusals(proposal.streak)
+
+    def _accumulate_grads(self, grads: dict[str, Tensor]) -> None:
+        """Add the learned parameters' gradients to their ``.grad`` (as a backward would),
+        times the GradScaler's scale, which the scaler divides out again in
+        ``unscale_``/``step`` as for every other parameter."""
+        scale = current_scale(self.grad_scaler)
+        for name, grad in grads.items():
+            param = getattr(self, name)
+            if scale is not None:
+                grad = grad * scale.to(device=grad.device, dtype=grad.dtype)
+            grad = grad.to(device=param.device, dtype=param.dtype)
+            if param.grad is None:
+                param.grad = grad.clone()
+            else:
+                param.grad.add_(grad)
 
     def _watch_refusals(self, streak: Tensor) -> None:
         """Warn once per streak of refused steps longer than ``warn_after_refused``.
@@ -660,6 +840,11 @@ class Balancer(nn.Module):
         self.step.zero_()
         self.weights.fill_(1.0)
         self.refused_streak.zero_()
+        if isinstance(self.rule, LossWeighting):
+            with torch.no_grad():
+                for name, value in self.rule.init_parameters(device).items():
+                    getattr(self, name).copy_(value)
+        self._losses = None
         self._stats = None
         self._host_record = None
         self._device_record = None
@@ -719,7 +904,7 @@ class Balancer(nn.Module):
     def _check_loadable(self, state_dict: Mapping[str, Any], prefix: str, strict: bool) -> bool:
         """Raise ``ValueError`` (changing nothing) if the state does not fit this balancer;
         return whether there is anything to load."""
-        names = (*self._state_names, *_OWN_STATE, "_extra_state")
+        names = (*self._state_names, *self._param_names, *_OWN_STATE, "_extra_state")
         present = [name for name in names if prefix + name in state_dict]
         if not present and not strict:
             return False
@@ -735,7 +920,7 @@ class Balancer(nn.Module):
                 )
         if "_extra_state" in present:
             self._check_extra_state(state_dict[prefix + "_extra_state"], prefix + "_extra_state")
-        for name in (*self._state_names, *_OWN_STATE):
+        for name in (*self._state_names, *self._param_names, *_OWN_STATE):
             if name in present:
                 buffer = getattr(self, name)
                 self._check_state_entry(prefix + name, state_dict[prefix + name], buffer)
@@ -834,6 +1019,7 @@ class _Proposal(NamedTuple):
     streak: Tensor  # steps refused in a row, this one included
     stats: BalanceStats
     dropped: list[bool] | None  # "skip_task": the tasks left out of pass 2
+    grads: dict[str, Tensor] | None = None  # loss-aware weightings: the parameters' gradients
 
 
 def _holds_no_data(t: Tensor) -> bool:
@@ -864,6 +1050,27 @@ def _has_host_weights(rule: Rule) -> bool:
     host = next(c for c in mro if "host_weights" in c.__dict__)
     weights = next(c for c in mro if "weights" in c.__dict__)
     return host is not Rule and issubclass(host, weights)
+
+
+def _hold_inactive(
+    num_tasks: int,
+    old_state: dict[str, Tensor],
+    result: tuple[Tensor, dict[str, Tensor], dict[str, Tensor]],
+    active: Tensor,
+) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+    """A loss-aware weighting's step under ``nonfinite="skip_task"``: the inactive tasks
+    get weight 0, keep their per-task state (first dimension ``num_tasks``, as
+    :meth:`Rule.weights_subset <mbkernels.rules.Rule.weights_subset>`) and give their
+    parameters no gradient."""
+    weights, new_state, grads = result
+    held = {}
+    for name, value in new_state.items():
+        if value.dim() >= 1 and value.shape[0] == num_tasks:
+            keep = active.reshape(-1, *([1] * (value.dim() - 1)))
+            value = torch.where(keep, value, old_state[name].to(value.dtype))
+        held[name] = value
+    zero_inactive = {name: torch.where(active, g, torch.zeros_like(g)) for name, g in grads.items()}
+    return torch.where(active, weights, torch.zeros_like(weights)), held, zero_inactive
 
 
 def _pass1_tensor(fast: Tensor | None, values: list[float]) -> Tensor:

@@ -48,8 +48,13 @@ RULES: dict[str, type[Rule]] = {
 
 
 def make_rule(name: str, num_tasks: int, **hyperparameters: Any) -> Rule:
-    """Build the rule registered as ``name`` (a key of :data:`RULES`)."""
-    if name not in RULES:
-        allowed = ", ".join(repr(k) for k in RULES)
-        raise ValueError(f"rule must be one of {allowed}, got {name!r}")
-    return RULES[name](num_tasks, **hyperparameters)
+    """Build the rule registered as ``name``: a key of :data:`RULES` or of
+    :data:`mbkernels.weightings.WEIGHTINGS` (the loss-aware weightings)."""
+    from ..weightings.registry import WEIGHTINGS  # the weightings build on this package
+
+    if name in RULES:
+        return RULES[name](num_tasks, **hyperparameters)
+    if name in WEIGHTINGS:
+        return WEIGHTINGS[name](num_tasks, **hyperparameters)
+    allowed = ", ".join(repr(k) for k in (*RULES, *WEIGHTINGS))
+    raise ValueError(f"rule must be one of {allowed}, got {name!r}")

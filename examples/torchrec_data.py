@@ -58,8 +58,10 @@ def synthetic_config(
     rows_per_table: int = 10_000,
     dense_features: int = 13,
     embed_dim: int = 16,
+    **sizes: tuple[int, ...],
 ) -> ModelConfig:
-    """A Criteo-like model: 13 dense and 26 sparse features, ``num_tasks`` binary tasks."""
+    """A Criteo-like model: 13 dense and 26 sparse features, ``num_tasks`` binary tasks;
+    ``sizes``: ``bottom``, ``shared``, ``tower`` MLP widths (:class:`ModelConfig`)."""
     check_int("num_sparse", num_sparse, low=1)
     return ModelConfig(
         features=tuple(f"c{k}" for k in range(num_sparse)),
@@ -67,6 +69,7 @@ def synthetic_config(
         task_kinds=("binary",) * num_tasks,
         dense_features=dense_features,
         embed_dim=embed_dim,
+        **sizes,
     )
 
 

@@ -113,3 +113,17 @@ def test_nonfinite_policy_decides_the_same_on_every_rank(policy: str) -> None:
         assert all(torch.equal(w[s], w[0]) for s in range(1, cfg.steps))
         assert int(a["balancer"]["step"]) == 1
         assert not torch.isfinite(a["dense"]).all()
+
+
+def test_throughput_benchmark_prints_a_ratio_row(capsys: pytest.CaptureFixture[str]) -> None:
+    """``python -m benchmarks.torchrec_throughput`` at a tiny size: one row per rank count,
+    a positive ratio inside its interval."""
+    _gloo()
+    from benchmarks.torchrec_throughput import main
+
+    main(["--nproc", "1", "--batch", "32", "--rounds", "3", "--rows", "100", "--embed-dim", "8"])
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| 1 |")]
+    assert len(rows) == 1, rows
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    ratio, (lo, hi) = float(cells[3]), map(float, cells[4].split("-"))
+    assert 0 < lo <= ratio <= hi

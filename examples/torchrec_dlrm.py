@@ -324,6 +324,43 @@ def evaluate(
     }
 
 
+def _split_extra(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(tensors, extra)``: the ``..._extra_state`` entries (the balancer's rule name and
+    configuration, a small nested dict) apart from the rest."""
+    extra = {k: v for k, v in state.items() if k.endswith("_extra_state")}
+    return {k: v for k, v in state.items() if k not in extra}, extra
+
+
+def save_checkpoint(
+    dmp: DistributedModelParallel, opt: torch.optim.Optimizer, ckpt: Path, rank: int
+) -> None:
+    """DMP's state dict (sharded tables as ShardedTensor, dense parameters, the balancer's
+    EMA, counts, step and weights) with torch.distributed.checkpoint; the ``_extra_state``
+    entries and the dense optimizer's state (momentum) with ``torch.save``, per rank.
+
+    The extra states stay out of DCP: under table-wise sharding each rank's state dict
+    names only its own tables, DCP's loader then takes the checkpoint for one from torch
+    <= 2.3 and flattens nested entries the old way, and the balancer's ``_extra_state``
+    goes missing ("Missing key in checkpoint state_dict")."""
+    tensors, extra = _split_extra(dmp.state_dict())
+    dcp.save({"model": tensors}, checkpoint_id=str(ckpt / "model"))
+    torch.save({"extra": extra, "opt": opt.state_dict()}, ckpt / f"rank{rank}.pt")
+
+
+def load_checkpoint(
+    dmp: DistributedModelParallel, opt: torch.optim.Optimizer, ckpt: Path, rank: int
+) -> None:
+    """Restore :func:`save_checkpoint`'s files into a freshly built DMP model: DCP fills
+    the model's own (sharded) state dict in place, the balancer validates its state and
+    saved configuration in ``load_state_dict``."""
+    tensors, _ = _split_extra(dmp.state_dict())
+    state = {"model": tensors}
+    dcp.load(state, checkpoint_id=str(ckpt / "model"))
+    local = torch.load(ckpt / f"rank{rank}.pt", weights_only=True)
+    dmp.load_state_dict({**state["model"], **local["extra"]})
+    opt.load_state_dict(local["opt"])
+
+
 def _init(rank: int, cfg: Config, init_file: str) -> torch.device:
     use_cuda = torch.cuda.is_available() and torch.cuda.device_count() >= cfg.nproc
     device = torch.device(f"cuda:{rank}" if use_cuda else "cpu")
@@ -350,15 +387,11 @@ def _worker(rank: int, cfg: Config, init_file: str, out_dir: str, job: str) -> N
         ckpt = Path(out_dir) / "ckpt"
         start, stop = 0, cfg.steps
         if job.startswith("resume:"):
-            state = {"model": dmp.state_dict()}
-            dcp.load(state, checkpoint_id=str(ckpt / "model"))
-            dmp.load_state_dict(state["model"])
-            opt.load_state_dict(torch.load(ckpt / f"dense_opt{rank}.pt", weights_only=True))
+            load_checkpoint(dmp, opt, ckpt, rank)
             start, stop = cfg.steps, cfg.steps + int(job.split(":")[1])
         weights = train_steps(dmp, opt, cfg, rank, device, start=start, stop=stop)
         if job == "save":
-            dcp.save({"model": dmp.state_dict()}, checkpoint_id=str(ckpt / "model"))
-            torch.save(opt.state_dict(), ckpt / f"dense_opt{rank}.pt")
+            save_checkpoint(dmp, opt, ckpt, rank)
         balancer = dmp.module.balancer
         result = {
             "weights": torch.stack(weights) if weights else torch.empty(0),

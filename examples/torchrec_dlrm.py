@@ -131,7 +131,7 @@ def new_model(cfg: Config, mcfg: ModelConfig, device: torch.device | str = "cpu"
     return MultiTaskDLRM(mcfg, balancer=bal, device=device)
 
 
-def _nan_hook(cfg: Config, step: int, rank: int) -> Callable[[Tensor], None] | None:
+def _nan_hook(cfg: Config, step: int, rank: int) -> Callable[[tuple[Tensor, ...]], None] | None:
     """A hook that puts a NaN into one task's gradient at Z (``cfg.nan_at``)."""
     if cfg.nan_at is None or cfg.nan_at[:2] != (step, rank):
         return None

@@ -32,7 +32,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from examples.torchrec_data import synthetic_batches, synthetic_config
-from examples.torchrec_dlrm import Config, dense_optimizer, new_model, shard
+from examples.torchrec_dlrm import Config, new_model
+from examples.torchrec_sharding import dense_optimizer, shard
 from mbviz.timing import interleaved, paired_ratio, paired_ratio_interval
 
 from .malloc import tune_glibc
@@ -54,8 +55,8 @@ def _worker(rank: int, args: argparse.Namespace, nproc: int, init: str, out: str
         for name, balance in (("sum", False), ("multibalance", True)):
             c = Config(**{**cfg.__dict__, "balance": balance})
             model = new_model(c, mcfg)
-            dmp = shard(model, c, torch.device("cpu"))
-            opt = dense_optimizer(dmp, c)
+            dmp = shard(model, c.sharding, c.lr, torch.device("cpu"))
+            opt = dense_optimizer(dmp, c.lr, c.momentum)
 
             def step(dmp=dmp, opt=opt) -> None:
                 opt.zero_grad()

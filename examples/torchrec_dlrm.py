@@ -35,19 +35,14 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 import torch.multiprocessing as mp
 from torch import Tensor, nn
-from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
-from torchrec.distributed.planner import EmbeddingShardingPlanner, Topology
-from torchrec.distributed.planner.types import ParameterConstraints
-from torchrec.distributed.types import ShardingType
-from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
 import mbkernels as mbk
 from mbkernels.validation import check_float, check_int
 
+from .torchrec_checkpoint import load_checkpoint, save_checkpoint
 from .torchrec_data import (
     JointBatch,
     movielens_batches,
@@ -55,9 +50,8 @@ from .torchrec_data import (
     synthetic_batches,
     synthetic_config,
 )
-from .torchrec_model import ModelConfig, MultiTaskDLRM, table_name
-
-SHARDINGS = {"table_wise": ShardingType.TABLE_WISE, "row_wise": ShardingType.ROW_WISE}
+from .torchrec_model import ModelConfig, MultiTaskDLRM
+from .torchrec_sharding import SHARDINGS, dense_optimizer, local_shards, shard
 
 
 @dataclass(frozen=True)
@@ -198,73 +192,6 @@ def _flat_dense(model: nn.Module) -> Tensor:
 # ----------------------------------------------------------------- the DMP job
 
 
-def shard(model: MultiTaskDLRM, cfg: Config, device: torch.device) -> DistributedModelParallel:
-    """Embedding tables sharded ``cfg.sharding`` across the default group, updated by a
-    fused SGD in the backward pass; the rest data-parallel."""
-    apply_optimizer_in_backward(torch.optim.SGD, model.ebc.parameters(), {"lr": cfg.lr})
-    world = dist.get_world_size()
-    constraints = {
-        table_name(f): ParameterConstraints(sharding_types=[SHARDINGS[cfg.sharding].value])
-        for f in model.cfg.features
-    }
-    planner = EmbeddingShardingPlanner(
-        topology=Topology(world_size=world, compute_device=device.type),
-        constraints=constraints,
-    )
-    sharders: list[Any] = [_Sharder()]
-    plan = planner.collective_plan(model, sharders, dist.GroupMember.WORLD)
-    tables = {k: v.detach().clone() for k, v in model.ebc.state_dict().items()}
-    dmp = DistributedModelParallel(model, device=device, plan=plan, sharders=sharders)
-    copy_tables(dmp, tables)
-    return dmp
-
-
-def copy_tables(dmp: DistributedModelParallel, tables: dict[str, Tensor]) -> None:
-    """Write whole tables (``EmbeddingBagCollection.state_dict()`` keys) into this rank's
-    shards. Sharding allocates the tables anew and initialises them itself; this gives
-    them the values of the unsharded model (the single-process reference starts there)."""
-    with torch.no_grad():
-        for key, value in dmp.state_dict().items():
-            name = key.split("ebc.", 1)[-1]
-            if "ebc." not in key or name not in tables:
-                continue
-            for s in value.local_shards():
-                (r0, c0), (nr, nc) = s.metadata.shard_offsets, s.metadata.shard_sizes
-                s.tensor.copy_(tables[name][r0 : r0 + nr, c0 : c0 + nc])
-
-
-class _Sharder(EmbeddingBagCollectionSharder):
-    """TorchRec's sharder, with row-wise sharding offered on CPU too (its stock list
-    offers it on CUDA only; the row-wise pooled-embedding exchange is a reduce-scatter,
-    which gloo runs on CPU)."""
-
-    def sharding_types(self, compute_device_type: str) -> list[str]:
-        types = list(super().sharding_types(compute_device_type))
-        if ShardingType.ROW_WISE.value not in types:
-            types.append(ShardingType.ROW_WISE.value)
-        return types
-
-
-def dense_optimizer(dmp: DistributedModelParallel, cfg: Config) -> torch.optim.Optimizer:
-    """SGD with momentum on the parameters the fused optimizer does not update."""
-    params = [p for n, p in dmp.named_parameters() if "ebc." not in n]
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum)
-
-
-def local_shards(dmp: DistributedModelParallel) -> dict[str, list[tuple[list[int], Tensor]]]:
-    """This rank's pieces of every embedding table: ``(row, column) offsets, values``."""
-    out: dict[str, list[tuple[list[int], Tensor]]] = {}
-    for key, value in dmp.state_dict().items():
-        if "ebc." not in key or not hasattr(value, "local_shards"):
-            continue
-        name = key.split("module.", 1)[-1]
-        out[name] = [
-            (list(s.metadata.shard_offsets), s.tensor.detach().cpu().clone())
-            for s in value.local_shards()
-        ]
-    return out
-
-
 def train_steps(
     dmp: DistributedModelParallel,
     opt: torch.optim.Optimizer,
@@ -324,43 +251,6 @@ def evaluate(
     }
 
 
-def _split_extra(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(tensors, extra)``: the ``..._extra_state`` entries (the balancer's rule name and
-    configuration, a small nested dict) apart from the rest."""
-    extra = {k: v for k, v in state.items() if k.endswith("_extra_state")}
-    return {k: v for k, v in state.items() if k not in extra}, extra
-
-
-def save_checkpoint(
-    dmp: DistributedModelParallel, opt: torch.optim.Optimizer, ckpt: Path, rank: int
-) -> None:
-    """DMP's state dict (sharded tables as ShardedTensor, dense parameters, the balancer's
-    EMA, counts, step and weights) with torch.distributed.checkpoint; the ``_extra_state``
-    entries and the dense optimizer's state (momentum) with ``torch.save``, per rank.
-
-    The extra states stay out of DCP: under table-wise sharding each rank's state dict
-    names only its own tables, DCP's loader then takes the checkpoint for one from torch
-    <= 2.3 and flattens nested entries the old way, and the balancer's ``_extra_state``
-    goes missing ("Missing key in checkpoint state_dict")."""
-    tensors, extra = _split_extra(dmp.state_dict())
-    dcp.save({"model": tensors}, checkpoint_id=str(ckpt / "model"))
-    torch.save({"extra": extra, "opt": opt.state_dict()}, ckpt / f"rank{rank}.pt")
-
-
-def load_checkpoint(
-    dmp: DistributedModelParallel, opt: torch.optim.Optimizer, ckpt: Path, rank: int
-) -> None:
-    """Restore :func:`save_checkpoint`'s files into a freshly built DMP model: DCP fills
-    the model's own (sharded) state dict in place, the balancer validates its state and
-    saved configuration in ``load_state_dict``."""
-    tensors, _ = _split_extra(dmp.state_dict())
-    state = {"model": tensors}
-    dcp.load(state, checkpoint_id=str(ckpt / "model"))
-    local = torch.load(ckpt / f"rank{rank}.pt", weights_only=True)
-    dmp.load_state_dict({**state["model"], **local["extra"]})
-    opt.load_state_dict(local["opt"])
-
-
 def _init(rank: int, cfg: Config, init_file: str) -> torch.device:
     use_cuda = torch.cuda.is_available() and torch.cuda.device_count() >= cfg.nproc
     device = torch.device(f"cuda:{rank}" if use_cuda else "cpu")
@@ -382,8 +272,8 @@ def _worker(rank: int, cfg: Config, init_file: str, out_dir: str, job: str) -> N
     device = _init(rank, cfg, init_file)
     try:
         mcfg = model_config(cfg)
-        dmp = shard(new_model(cfg, mcfg), cfg, device)
-        opt = dense_optimizer(dmp, cfg)
+        dmp = shard(new_model(cfg, mcfg), cfg.sharding, cfg.lr, device)
+        opt = dense_optimizer(dmp, cfg.lr, cfg.momentum)
         ckpt = Path(out_dir) / "ckpt"
         start, stop = 0, cfg.steps
         if job.startswith("resume:"):

@@ -55,7 +55,7 @@ def _worker(rank: int, args: argparse.Namespace, nproc: int, init: str, out: str
         for name, balance in (("sum", False), ("multibalance", True)):
             c = Config(**{**cfg.__dict__, "balance": balance})
             model = new_model(c, mcfg)
-            dmp = shard(model, c.sharding, c.lr, torch.device("cpu"))
+            dmp = shard(model, c.sharding, c.table_lr, torch.device("cpu"))
             opt = dense_optimizer(dmp, c.lr, c.momentum)
 
             def step(dmp=dmp, opt=opt) -> None:

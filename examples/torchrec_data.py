@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -58,7 +59,7 @@ def synthetic_config(
     rows_per_table: int = 10_000,
     dense_features: int = 13,
     embed_dim: int = 16,
-    **sizes: tuple[int, ...],
+    **sizes: Any,
 ) -> ModelConfig:
     """A Criteo-like model: 13 dense and 26 sparse features, ``num_tasks`` binary tasks;
     ``sizes``: ``bottom``, ``shared``, ``tower`` MLP widths (:class:`ModelConfig`)."""

@@ -65,8 +65,10 @@ class Config:
     num_sparse: int = 8
     rows_per_table: int = 1000
     max_users: int | None = None  # MovieLens: a subset of users
-    lr: float = 0.05
+    lr: float = 0.05  # the dense optimizer's
+    table_lr: float = 0.05  # the embedding tables' SGD (fused into the backward by DMP)
     momentum: float = 0.9  # the dense optimizer's (its state is checkpointed)
+    adam: bool = False  # the dense optimizer: Adam(lr) instead of SGD with momentum
     seed: int = 0
     balance: bool = True  # False: the plain sum of the losses
     nonfinite: str = "skip_update"
@@ -79,6 +81,7 @@ class Config:
         check_int("steps", self.steps, low=0)
         check_int("batch_per_rank", self.batch_per_rank, low=1)
         check_float("lr", self.lr, low=0.0, high=10.0, low_open=True)
+        check_float("table_lr", self.table_lr, low=0.0, high=1000.0, low_open=True)
         check_float("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
         if self.data not in ("synthetic", "movielens"):
             raise ValueError(f"data must be 'synthetic' or 'movielens', got {self.data!r}")
@@ -164,8 +167,12 @@ def train_single(cfg: Config) -> dict[str, Any]:
     tables = list(model.ebc.parameters())
     table_ids = {id(p) for p in tables}
     dense = [p for p in model.parameters() if id(p) not in table_ids]
-    emb_opt = torch.optim.SGD(tables, lr=cfg.lr)
-    opt = torch.optim.SGD(dense, lr=cfg.lr, momentum=cfg.momentum)
+    emb_opt = torch.optim.SGD(tables, lr=cfg.table_lr)
+    opt = (
+        torch.optim.Adam(dense, lr=cfg.lr)
+        if cfg.adam
+        else torch.optim.SGD(dense, lr=cfg.lr, momentum=cfg.momentum)
+    )
     weights = []
     for b in batches(cfg, mcfg):
         emb_opt.zero_grad()
@@ -272,8 +279,8 @@ def _worker(rank: int, cfg: Config, init_file: str, out_dir: str, job: str) -> N
     device = _init(rank, cfg, init_file)
     try:
         mcfg = model_config(cfg)
-        dmp = shard(new_model(cfg, mcfg), cfg.sharding, cfg.lr, device)
-        opt = dense_optimizer(dmp, cfg.lr, cfg.momentum)
+        dmp = shard(new_model(cfg, mcfg), cfg.sharding, cfg.table_lr, device)
+        opt = dense_optimizer(dmp, cfg.lr, cfg.momentum, cfg.adam)
         ckpt = Path(out_dir) / "ckpt"
         start, stop = 0, cfg.steps
         if job.startswith("resume:"):
@@ -347,6 +354,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", type=int, default=4, help="synthetic data: number of tasks")
     parser.add_argument("--max-users", type=int, default=None, help="MovieLens: a user subset")
     parser.add_argument("--no-balance", action="store_true", help="the plain sum of the losses")
+    parser.add_argument("--lr", type=float, default=0.05, help="the dense optimizer's")
+    parser.add_argument("--table-lr", type=float, default=0.05, help="the tables' fused SGD")
+    parser.add_argument("--adam", action="store_true", help="Adam for the dense parameters")
     parser.add_argument("--checkpoint", default=None, help="save here, then resume in a new job")
     parser.add_argument("--resume-steps", type=int, default=5)
     args = parser.parse_args(argv)
@@ -359,6 +369,9 @@ def main(argv: list[str] | None = None) -> None:
         num_tasks=args.tasks,
         max_users=args.max_users,
         balance=not args.no_balance,
+        lr=args.lr,
+        table_lr=args.table_lr,
+        adam=args.adam,
     )
     ranks = run_job(cfg, "save" if args.checkpoint else "train", args.checkpoint)
     single = train_single(cfg)

@@ -18,6 +18,7 @@ batch the same, whichever rank holds it.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTensor
 
 import mbkernels as mbk
-from mbkernels.validation import check_int
+from mbkernels.validation import check_float, check_int
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,10 @@ class ModelConfig:
     bottom: tuple[int, ...] = (32,)
     shared: tuple[int, ...] = (64, 32)
     tower: tuple[int, ...] = (16,)
+    #: Embedding rows start as N(0, init_std²). TorchRec's default, U(±1/sqrt(rows)), makes
+    #: the rows of large tables so small that their dot products, the interaction's only
+    #: route to Z, carry almost no signal and the tables barely learn.
+    init_std: float = 0.1
 
     def __post_init__(self) -> None:
         if len(self.features) == 0 or len(self.features) != len(self.table_rows):
@@ -57,6 +62,7 @@ class ModelConfig:
             raise ValueError(f"task_kinds must be 'binary' or 'regression', got {bad}")
         check_int("dense_features", self.dense_features, low=1)
         check_int("embed_dim", self.embed_dim, low=1)
+        check_float("init_std", self.init_std, low=0.0, high=10.0, low_open=True)
 
     @property
     def num_tasks(self) -> int:
@@ -121,6 +127,7 @@ class MultiTaskDLRM(nn.Module):
                     embedding_dim=cfg.embed_dim,
                     num_embeddings=rows,
                     feature_names=[f],
+                    init_fn=functools.partial(nn.init.normal_, std=cfg.init_std),
                 )
                 for f, rows in zip(cfg.features, cfg.table_rows)
             ],

@@ -72,10 +72,12 @@ class _Sharder(EmbeddingBagCollectionSharder):
 
 
 def dense_optimizer(
-    dmp: DistributedModelParallel, lr: float, momentum: float
+    dmp: DistributedModelParallel, lr: float, momentum: float, adam: bool = False
 ) -> torch.optim.Optimizer:
-    """SGD with momentum on the parameters the fused optimizer does not update."""
+    """SGD with momentum (or Adam) on the parameters the fused optimizer does not update."""
     params = [p for n, p in dmp.named_parameters() if "ebc." not in n]
+    if adam:
+        return torch.optim.Adam(params, lr=lr)
     return torch.optim.SGD(params, lr=lr, momentum=momentum)
 
 

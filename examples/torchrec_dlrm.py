@@ -4,7 +4,8 @@ as the reference.
 Run::
 
     python -m examples.torchrec_dlrm --nproc 2                      # synthetic Criteo-like
-    python -m examples.torchrec_dlrm --nproc 2 --data movielens --sharding row_wise
+    python -m examples.torchrec_dlrm --nproc 2 --data movielens --sharding row_wise \
+        --steps 300 --adam --lr 0.003 --table-lr 20
     python -m examples.torchrec_dlrm --nproc 2 --checkpoint /tmp/ckpt   # save, then resume
 
 Each rank trains on its slice of every joint batch: ``DistributedModelParallel`` shards the

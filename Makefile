@@ -14,7 +14,7 @@ VENV_FLAGS ?=
 PYTEST_ARGS ?=
 PORT ?= 8888
 
-.PHONY: setup-course setup-test course test test-fast e2e report lint clean
+.PHONY: setup-course setup-test setup-torchrec course test test-fast e2e report lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -36,15 +36,27 @@ $(VENV)/.installed-test: pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install -q -e ".[test]"
 	touch $@ $(VENV)/.installed-course
 
+# TorchRec for tests/test_torchrec.py and examples/ (docs/production.md, "TorchRec"). A
+# matched set, CPU only: fbgemm-gpu-cpu 1.8.0 is built against torch 2.13 (1.9.0 fails to
+# load against it). torchrec declares a dependency on fbgemm-gpu, the multi-GB CUDA build,
+# so the `torchrec` extra installs fbgemm-gpu-cpu and torchrec's other requirements, and
+# torchrec itself comes without dependencies. About 50 MB in .venv.
+TORCHREC ?= torchrec==1.8.0
+$(VENV)/.installed-torchrec: $(VENV)/.installed-test
+	$(BIN)/python -m pip install -q -e ".[test,torchrec]" $(TORCH)
+	$(BIN)/python -m pip install -q --no-deps $(TORCHREC)
+	touch $@
+
 setup-course: $(VENV)/.installed-course
 setup-test: $(VENV)/.installed-test
+setup-torchrec: $(VENV)/.installed-torchrec
 
 # JupyterLab on 127.0.0.1 with a token (tools/start_course.py): --allow-root as root, no
 # browser without a display, the next free port when PORT is taken.
 course: setup-course
 	$(BIN)/python tools/start_course.py --port $(PORT)
 
-test: setup-test
+test: setup-test setup-torchrec
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The unit and property tests on two workers, in under 3 minutes on a 2-core machine:

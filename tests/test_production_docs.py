@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -17,4 +18,6 @@ def test_doc_has_examples() -> None:
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_doc_example_runs(index: int) -> None:
+    if "torchrec" in BLOCKS[index] and importlib.util.find_spec("torchrec") is None:
+        pytest.skip("TorchRec is not installed: run `make setup-torchrec`")
     exec(compile(BLOCKS[index], f"{DOC.name}[{index}]", "exec"), {"__name__": "__doc__"})

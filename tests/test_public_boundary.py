@@ -7,7 +7,7 @@ the check finds the private members of mbkernels' classes (``bal._combine``,
 "_combine")``) used on anything but ``self``/``cls``, and private attributes of a name
 bound to an mbkernels module (``mbk._validation``).
 
-Scope: the Python files of ``mbviz/``, ``benchmarks/``, ``tools/`` and
+Scope: the Python files of ``mbviz/``, ``benchmarks/``, ``examples/``, ``tools/`` and
 ``mbkernels/examples/`` (the examples are what a training job copies: they are held to the
 public API although they sit inside the package), the code cells of
 ``notebooks/*.ipynb``, ``notebooks/solutions/*.py``, the ``python`` code blocks of
@@ -157,7 +157,7 @@ def _markdown_blocks(path: Path) -> Iterator[tuple[int, str]]:
 def _sources() -> Iterator[tuple[str, int, str]]:
     """``(path, line offset, source)`` of every piece of code in scope."""
     files: list[Path] = []
-    for folder in ("mbviz", "benchmarks", "tools", "mbkernels/examples", "tests"):
+    for folder in ("mbviz", "benchmarks", "examples", "tools", "mbkernels/examples", "tests"):
         files += sorted((ROOT / folder).rglob("*.py"))
     files += sorted((ROOT / "notebooks" / "solutions").glob("*.py"))
     for path in files:

@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Code that changes the C allocator of the process (benchmarks/malloc.py).
 ALLOCATOR = re.compile(r"mallopt|M_MMAP_THRESHOLD|M_TRIM_THRESHOLD|ctypes")
 IMPORTS_BENCHMARKS = re.compile(r"^\s*(from|import)\s+benchmarks\b", re.MULTILINE)
+#: TorchRec is an optional engine the repository-only examples/ use; the wheel never imports it.
+IMPORTS_TORCHREC = re.compile(r"^\s*(from|import)\s+(torchrec|fbgemm_gpu|examples)\b", re.M)
 #: Directories that are never part of the project's sources.
 IGNORE = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "node_modules"
@@ -36,10 +38,12 @@ def _packages() -> list[str]:
 
 
 def _check(names: list[str], read: dict[str, str]) -> None:
-    assert not [n for n in names if n.split("/")[0] in ("benchmarks", "tests", "tools")], names
+    outside = ("benchmarks", "examples", "tests", "tools")
+    assert not [n for n in names if n.split("/")[0] in outside], names
     for name, text in read.items():
         assert not ALLOCATOR.search(text), f"{name} tunes the allocator"
         assert not IMPORTS_BENCHMARKS.search(text), f"{name} imports the benchmarks"
+        assert not IMPORTS_TORCHREC.search(text), f"{name} imports torchrec or examples/"
 
 
 def test_packaged_modules_hold_no_benchmarks_and_no_allocator_tuning() -> None:

@@ -56,8 +56,11 @@ setup-torchrec: $(VENV)/.installed-torchrec
 course: setup-course
 	$(BIN)/python tools/start_course.py --port $(PORT)
 
+# Everything, on two xdist workers (one per core of the course's machines); tests that share a
+# file run on one worker (--dist loadfile in pyproject.toml), so each notebook and each
+# multi-process job keeps its file's order. PYTEST_ARGS="-n 0" runs serially.
 test: setup-test setup-torchrec
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 # The unit and property tests on two workers, in under 3 minutes on a 2-core machine:
 # no notebooks, no browser, no Binder build, no launcher or other slow subprocess tests

@@ -29,9 +29,13 @@ def test_playground_sliders_change_the_figure() -> None:
     assert after[1] != before[1]  # g2 turned
     g2 = np.array(after[1])[:, 1]
     np.testing.assert_allclose(g2, 5.0 * np.array([np.cos(np.pi / 4), np.sin(np.pi / 4)]))
-    for k, name in enumerate(pg.rules):  # every rule's arrow equals its combination
-        _w, d = pg.results()[name]
-        np.testing.assert_allclose([t[1] for t in after[2 + k]], d, rtol=1e-6)
+    results = pg.results()
+    assert set(results) == set(pg.shown)
+    for k, name in enumerate(pg.rules):  # every shown rule's arrow equals its combination
+        if name in pg.shown:
+            np.testing.assert_allclose([t[1] for t in after[2 + k]], results[name][1], rtol=1e-6)
+        else:
+            assert pg.figure.data[2 + k].visible is False
     mb = pg.rules.index("multibalance") + 2
     before_mb = _xy(pg.figure.data[mb])
     pg.relax.value = 0.0  # MultiBalance with relax 0 is the plain sum
@@ -39,6 +43,33 @@ def test_playground_sliders_change_the_figure() -> None:
     assert _xy(pg.figure.data[mb]) != before_mb
     np.testing.assert_allclose(pg.figure.data[mb].x, pg.figure.data[eq].x, atol=1e-6)
     assert "MultiBalance" in pg.table.value
+
+
+def test_playground_offers_every_rule_and_draws_the_picked_ones() -> None:
+    import mbkernels as mbk
+
+    pg = GradientPlayground(angle=150.0, ratio=3.0)
+    assert set(pg.rules) == set(mbk.RULES) - {"linear"}
+    assert set(pg.shown) < set(pg.rules)
+    pg.set(shown=["upgrad", "config", "nash_mtl"])
+    assert pg.shown == tuple(r for r in pg.rules if r in {"upgrad", "config", "nash_mtl"})
+    g = np.array([[1.0, 0.0], [3.0 * np.cos(np.radians(150)), 3.0 * np.sin(np.radians(150))]])
+    for name in pg.shown:
+        k = pg.rules.index(name) + 2
+        assert pg.figure.data[k].visible is not False
+        d = np.array(pg.figure.data[k].x)[1], np.array(pg.figure.data[k].y)[1]
+        # what the rules promise in the plane: UPGrad and ConFIG conflict with neither
+        # gradient, Nash-MTL's update has norm sqrt(T)
+        if name in ("upgrad", "config"):
+            assert (g @ np.array(d) >= -1e-6).all()
+        if name == "nash_mtl":
+            assert np.hypot(*d) == pytest.approx(np.sqrt(2), rel=1e-4)
+    assert "UPGrad" in pg.table.value and "MultiBalance" not in pg.table.value
+    with pytest.raises(ValueError, match="shown"):
+        pg.set(shown=["no_such_rule"])
+    assert pg.shown == tuple(r for r in pg.rules if r in {"upgrad", "config", "nash_mtl"})
+    pg.set(shown=[])
+    assert all(t.visible is False for t in pg.figure.data[2:])
 
 
 def test_playground_callback_is_fast() -> None:

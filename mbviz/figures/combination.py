@@ -28,6 +28,12 @@ DEFAULT_RULES = (
 )
 
 
+def offered_rules() -> list[str]:
+    """Every installed rule the playground can show: all of :func:`rule_names` except
+    ``linear`` (with its default preferences it is ``equal``)."""
+    return [r for r in rule_names() if r != "linear"]
+
+
 def available(rules: Sequence[str] | None = None) -> list[str]:
     """``rules`` (default :data:`DEFAULT_RULES`) restricted to the installed ones."""
     known = set(rule_names())

@@ -10,10 +10,12 @@ import ipywidgets as W
 import numpy as np
 
 from ..figures.combination import (
+    DEFAULT_RULES,
     available,
     combine,
     gradient_combination,
     make_balancers,
+    offered_rules,
     two_gradients,
 )
 from ..rules import label
@@ -31,8 +33,11 @@ class GradientPlayground(W.VBox):
 
     The first slider is the angle between the two task gradients (degrees); the second the
     magnitude ratio ``||g2|| / ||g1||`` (log scale); the third MultiBalance's ``relax``.
-    A table under the figure lists each rule's weights. ``last_update_ms`` holds the
-    duration of the latest redraw; :meth:`set` moves sliders from code.
+    Under them a list offers ``rules`` (default: every installed rule); the ones selected
+    (``shown``, default :data:`~mbviz.figures.combination.DEFAULT_RULES`) are drawn and only
+    they are computed on a slider move. A table under the figure lists each shown rule's
+    weights. ``last_update_ms`` holds the duration of the latest redraw; :meth:`set` moves
+    sliders (and the selection) from code.
 
     Display it as the last expression of a notebook cell: ``GradientPlayground()``.
     """
@@ -41,14 +46,26 @@ class GradientPlayground(W.VBox):
         self,
         rules: Sequence[str] | None = None,
         *,
+        shown: Sequence[str] | None = None,
         angle: float = 120.0,
         ratio: float = 5.0,
         relax: float = 0.7,
         rule_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        self.rules = available(rules)
+        self.rules = offered_rules() if rules is None else available(rules)
         if not self.rules:
             raise ValueError(f"none of the rules {rules!r} is installed")
+        start = [r for r in (DEFAULT_RULES if shown is None else shown) if r in self.rules]
+        if shown is not None and len(start) != len(shown):
+            missing = sorted(set(shown) - set(self.rules))
+            raise ValueError(f"shown: {missing} are not among the offered rules {self.rules}")
+        self.picker = W.SelectMultiple(
+            options=[(label(r), r) for r in self.rules],
+            value=tuple(start),
+            rows=min(len(self.rules), 9),
+            description="rules shown",
+            style={"description_width": "initial"},
+        )
         self._rule_kwargs = {k: dict(v) for k, v in (rule_kwargs or {}).items()}
         self.angle = W.FloatSlider(
             value=angle,
@@ -83,8 +100,17 @@ class GradientPlayground(W.VBox):
         for s in (self.angle, self.ratio):
             s.observe(self._on_change, names="value")
         self.relax.observe(self._on_relax, names="value")
-        super().__init__([W.HBox([self.angle, self.ratio, self.relax]), self.view, self.table])
+        self.picker.observe(self._on_change, names="value")
+        super().__init__(
+            [W.HBox([self.angle, self.ratio, self.relax]), self.picker, self.view, self.table]
+        )
         self.update()
+
+    @property
+    def shown(self) -> tuple[str, ...]:
+        """The rules drawn now, in the order of :attr:`rules`."""
+        chosen = set(self.picker.value)
+        return tuple(r for r in self.rules if r in chosen)
 
     def _make_balancers(self):  # type: ignore[no-untyped-def]
         kw = {k: dict(v) for k, v in self._rule_kwargs.items()}
@@ -100,9 +126,20 @@ class GradientPlayground(W.VBox):
         self.update()
 
     def set(
-        self, *, angle: float | None = None, ratio: float | None = None, relax: float | None = None
+        self,
+        *,
+        angle: float | None = None,
+        ratio: float | None = None,
+        relax: float | None = None,
+        shown: Sequence[str] | None = None,
     ) -> None:
-        """Move the sliders (each move redraws, exactly as a user's drag does)."""
+        """Move the sliders or change the selection (each change redraws, exactly as a
+        user's drag or click does)."""
+        if shown is not None:
+            unknown = sorted(set(shown) - set(self.rules))
+            if unknown:
+                raise ValueError(f"shown: {unknown} are not among the offered rules {self.rules}")
+            self.picker.value = tuple(shown)
         if angle is not None:
             self.angle.value = angle
         if ratio is not None:
@@ -111,27 +148,36 @@ class GradientPlayground(W.VBox):
             self.relax.value = relax
 
     def results(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Rule -> (weights, combined direction) for the current sliders."""
-        return combine(two_gradients(self.angle.value, self.ratio.value), self._balancers)
+        """Shown rule -> (weights, combined direction) for the current sliders."""
+        g = two_gradients(self.angle.value, self.ratio.value)
+        return combine(g, {r: self._balancers[r] for r in self.shown})
 
     def update(self) -> None:
-        """Recompute every rule's combination and redraw (one batched figure update)."""
+        """Recompute the shown rules' combinations and redraw (one batched figure update)."""
         t0 = time.perf_counter()
         g = two_gradients(self.angle.value, self.ratio.value)
-        res = combine(g, self._balancers)
+        res = combine(g, {r: self._balancers[r] for r in self.shown})
         lim = 1.15 * max(
-            float(np.abs(g).max()), max(float(np.abs(d).max()) for _, d in res.values())
+            float(np.abs(g).max()),
+            max((float(np.abs(d).max()) for _, d in res.values()), default=0),
         )
-        xs = [[0.0, g[t, 0]] for t in range(2)] + [[0.0, d[0]] for _, d in res.values()]
-        ys = [[0.0, g[t, 1]] for t in range(2)] + [[0.0, d[1]] for _, d in res.values()]
+        # hidden rules keep their trace (and colour) with no points
+        arrows = [res[r][1] if r in res else None for r in self.rules]
+        xs = [[0.0, g[t, 0]] for t in range(2)] + [[] if d is None else [0.0, d[0]] for d in arrows]
+        ys = [[0.0, g[t, 1]] for t in range(2)] + [[] if d is None else [0.0, d[1]] for d in arrows]
         hover = [self.figure.data[t].hovertemplate for t in range(2)] + [
-            f"{label(n)}<br>w = ({w[0]:.2f}, {w[1]:.2f})<extra></extra>"
-            for n, (w, _) in res.items()
+            f"{label(r)}<br>w = ({res[r][0][0]:.2f}, {res[r][0][1]:.2f})<extra></extra>"
+            if r in res
+            else ""
+            for r in self.rules
         ]
+        visible = [True, True] + [r in res for r in self.rules]
         # One low-level restyle and one relayout message: the validated property setters
         # cost ~5 ms per trace, this ~1 ms for the whole figure.
         with self.view.hold():
-            self.figure.plotly_restyle({"x": xs, "y": ys, "hovertemplate": hover})
+            self.figure.plotly_restyle(
+                {"x": xs, "y": ys, "hovertemplate": hover, "visible": visible}
+            )
             self.figure.plotly_relayout({"xaxis.range": [-lim, lim], "yaxis.range": [-lim, lim]})
         rows = "".join(
             f"<tr><td {_LEFT}>{label(n)}</td><td {_CELL}>{w[0]:.3f}</td>"

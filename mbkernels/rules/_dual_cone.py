@@ -22,11 +22,17 @@ unique optimum.
 from __future__ import annotations
 
 import functools
+import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..validation import check_float, check_int
 from ._simplex import RIDGE, batched_spd_solve
+from .base import Rule
+from .linear import check_preferences
 
 #: Largest number of tasks solved exactly (``2^T`` free sets).
 MAX_TASKS = 12
@@ -94,3 +100,43 @@ def project_weights(h: Tensor, u: Tensor, *, separate: bool) -> Tensor:
     best = obj.masked_fill(~ok, torch.inf).argmin(0)  # [K]
     k = torch.arange(bounds.shape[1], device=h.device)
     return torch.maximum(v.permute(2, 0, 1)[k, best], bounds.T)
+
+
+class DualConeRule(Rule):
+    """What UPGrad and DualProj share: preferences, ``reg_eps``, ``norm_eps``, the
+    ``num_tasks <= 12`` limit of the exact solver, and their ``config``.
+
+    Args:
+        num_tasks: number of tasks, in [1, 12].
+        preferences: ``p`` (``>= 0``, not all zero); default all ones.
+        reg_eps: added to the diagonal of the trace-normalised Gram matrix, in [0, 1]
+            (TorchJD's default 1e-4; 0 projects exactly, with a 1e-10 ridge).
+        norm_eps: a Gram matrix with trace below this counts as zero, in [0, inf).
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        *,
+        preferences: Sequence[float] | Tensor | None = None,
+        reg_eps: float = 1e-4,
+        norm_eps: float = 0.0,
+    ) -> None:
+        check_int("num_tasks", num_tasks, low=1, high=MAX_TASKS)
+        super().__init__(num_tasks)
+        self.preferences = check_preferences("preferences", preferences, self.num_tasks)
+        self.norm_eps = check_float("norm_eps", norm_eps, low=0.0, high=math.inf, high_open=True)
+        self.reg_eps = check_float("reg_eps", reg_eps, low=0.0, high=1.0)
+
+    def _problem(self, gram: Tensor) -> tuple[Tensor, Tensor]:
+        """``H`` (the regularised, trace-normalised Gram matrix) and ``p`` in its dtype."""
+        h = normalized_gram(gram, norm_eps=self.norm_eps, reg_eps=self.reg_eps)
+        return h, torch.tensor(self.preferences, dtype=h.dtype, device=h.device)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "num_tasks": self.num_tasks,
+            "preferences": list(self.preferences),
+            "reg_eps": self.reg_eps,
+            "norm_eps": self.norm_eps,
+        }

@@ -18,56 +18,26 @@ TorchJD's ``1/T``: our default update is ``T`` times TorchJD's default one).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
-import torch
 from torch import Tensor
 
-from ..validation import check_int
-from ._dual_cone import MAX_TASKS, normalized_gram, project_weights
-from .base import Rule, State
-from .linear import check_preferences
-from .upgrad import check_dual_cone_eps
+from ._dual_cone import DualConeRule, project_weights
+from .base import State
 
 
-class DualProj(Rule):
+class DualProj(DualConeRule):
     """Dual-cone projection of the preference-weighted sum (see module docstring).
 
-    Args:
-        num_tasks: number of tasks, in [1, 12].
-        preferences: ``p`` (``>= 0``, not all zero); default all ones.
-        reg_eps: added to the diagonal of the trace-normalised Gram matrix, in [0, 1]
-            (TorchJD's default 1e-4; 0 projects exactly, with a 1e-10 ridge).
-        norm_eps: a Gram matrix with trace below this counts as zero, in [0, inf).
+    Args: ``num_tasks`` in [1, 12]; ``preferences`` ``p`` (``>= 0``, not all zero; default
+    all ones); ``reg_eps`` in [0, 1] (default 1e-4) and ``norm_eps`` in [0, inf) (default 0),
+    as in the module docstring.
     """
 
     name = "dualproj"
 
-    def __init__(
-        self,
-        num_tasks: int,
-        *,
-        preferences: Sequence[float] | Tensor | None = None,
-        reg_eps: float = 1e-4,
-        norm_eps: float = 0.0,
-    ) -> None:
-        check_int("num_tasks", num_tasks, low=1, high=MAX_TASKS)
-        super().__init__(num_tasks)
-        self.preferences = check_preferences("preferences", preferences, self.num_tasks)
-        self.norm_eps, self.reg_eps = check_dual_cone_eps(norm_eps, reg_eps)
-
     def weights(
         self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor
     ) -> tuple[Tensor, State]:
-        h = normalized_gram(gram, norm_eps=self.norm_eps, reg_eps=self.reg_eps)
-        p = torch.tensor(self.preferences, dtype=h.dtype, device=h.device)
+        h, p = self._problem(gram)
         return project_weights(h, p, separate=False)[0].to(gram.dtype), {}
-
-    def config(self) -> dict[str, Any]:
-        return {
-            "num_tasks": self.num_tasks,
-            "preferences": list(self.preferences),
-            "reg_eps": self.reg_eps,
-            "norm_eps": self.norm_eps,
-        }

@@ -253,7 +253,7 @@ _BY_KEY: dict[str, SectionFn] = {
     "07": representation_vs_parameter_level,
 }
 
-#: (notebook key, function), in the syllabus's order; notebook 08 (your own model) has
+#: (notebook key, function), in the syllabus's order; notebook 09 (your own model) has
 #: no experiment of its own to rerun.
 SECTIONS: list[tuple[str, SectionFn]] = [
     (n.key, _BY_KEY[n.key]) for n in NOTEBOOKS if n.key in _BY_KEY

@@ -71,7 +71,7 @@ NOTEBOOKS: tuple[Notebook, ...] = (
         15,
     ),
     Notebook(
-        "08_your_own_model.ipynb",
+        "09_your_own_model.ipynb",
         "MultiBalance in your own model",
         "the lines to change in a training loop, where the fork goes, tuning by validation, cost",
         20,

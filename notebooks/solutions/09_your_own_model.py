@@ -1,4 +1,4 @@
-"""Solution of the exercise in 08_your_own_model.ipynb: the fork in an MMoE training step."""
+"""Solution of the exercise in 09_your_own_model.ipynb: the fork in an MMoE training step."""
 
 import torch
 from torch import nn

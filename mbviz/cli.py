@@ -2,6 +2,7 @@
 
     python -m mbviz report -o report.html [--size 1] [--only 00 06]
     python -m mbviz compare [--rules equal multibalance mgda_ub] [--seeds 0 1 2]
+    python -m mbviz study imbalance [--task rating] [--exponents -3 0 3] [-o runs.csv]
 
 New subcommands register in :func:`build_parser`.
 """
@@ -32,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .experiments import add_parser as _add_compare
 
     _add_compare(sub)
+    from .study import add_parser as _add_study
+
+    _add_study(sub)
     return parser
 
 
@@ -39,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except ValueError as exc:  # invalid --size / --only: a one-line error, not a traceback
+    except ValueError as exc:  # invalid --size / --task ...: a one-line error, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -31,7 +31,14 @@ import numpy as np
 from . import metrics as M
 from ._deps import require
 from .problems.base import MultiTaskProblem
-from .runner import RunConfig, RunResult, baseline_metrics, single_task_baselines, train
+from .runner import (
+    PARAM_METHODS,
+    RunConfig,
+    RunResult,
+    baseline_metrics,
+    single_task_baselines,
+    train,
+)
 
 DEFAULT_RULES = ("equal", "multibalance", "mgda_ub")
 
@@ -46,11 +53,17 @@ class Comparison:
     baseline_runs: list[RunResult]
 
     def table(self):  # -> pandas.DataFrame
-        """One row per run: ``rule, level, seed``, every task's test metrics, ``delta_m``."""
+        """One row per run: ``rule`` (display label), ``method`` (rule name), ``level``,
+        ``seed``, every task's test metrics, ``delta_m``."""
         pd = require("pandas")
         rows = []
         for r in self.results:
-            row: dict[str, Any] = {"rule": r.label, "level": r.config.level, "seed": r.config.seed}
+            row: dict[str, Any] = {
+                "rule": r.label,
+                "method": r.config.rule,
+                "level": r.config.level,
+                "seed": r.config.seed,
+            }
             for task, ms in r.test.items():
                 for metric, value in ms.items():
                     row[f"{task} {metric}"] = value
@@ -61,7 +74,7 @@ class Comparison:
             row["delta_m"] = M.delta_m(r.primary("test"), self.baselines[r.config.seed], higher)
             rows.append(row)
         for seed in self.baselines:
-            row = {"rule": "single-task", "level": "-", "seed": seed}
+            row = {"rule": "single-task", "method": "single-task", "level": "-", "seed": seed}
             for r in self.baseline_runs:
                 if r.config.seed != seed:
                     continue
@@ -76,7 +89,7 @@ class Comparison:
         """Mean ± std over seeds per method (strings), methods as rows; with one seed,
         the values alone."""
         t = self.table()
-        cols = [c for c in t.columns if c not in ("rule", "level", "seed")]
+        cols = [c for c in t.columns if c not in ("rule", "method", "level", "seed")]
         out = {}
         for rule, g in t.groupby("rule", sort=False):
             if len(g) == 1:
@@ -105,19 +118,25 @@ def compare(
     config: RunConfig | None = None,
     rule_kwargs: dict[str, dict[str, Any]] | None = None,
     progress: bool = True,
+    baseline_runs: Sequence[RunResult] | None = None,
     **overrides: Any,
 ) -> Comparison:
     """Train every rule with every seed, plus single-task baselines per seed.
 
     Args:
         problem: default :class:`mbviz.problems.MovieLensProblem` (all users).
-        rules: rule names (:func:`mbviz.rules.rule_names`).
+        rules: rule names (:func:`mbviz.rules.rule_names`), or the parameter-level methods
+            of :data:`mbviz.runner.PARAM_METHODS` (these run at ``level="parameter"``
+            whatever the config's level).
         seeds: one run per rule per seed.
         config: the shared :class:`~mbviz.runner.RunConfig` (default: 300 steps x 512,
             Adam lr 1e-2); ``overrides`` change its fields.
         rule_kwargs: per-rule hyperparameters.
         progress: one progress bar over all runs (``False``: none); the runs' own bars
             are off either way.
+        baseline_runs: single-task runs to measure Δm% against instead of training them
+            (for example those of an earlier comparison on the same data); they must cover
+            every task at every seed of ``seeds``.
     """
     if problem is None:
         from .problems import MovieLensProblem
@@ -125,27 +144,35 @@ def compare(
         problem = MovieLensProblem()
     base = replace(config or RunConfig(steps=300, batch_size=512), **overrides, progress=False)
     kw = rule_kwargs or {}
-    baseline_runs: list[RunResult] = []
+    given = list(baseline_runs) if baseline_runs is not None else None
+    baseline_list: list[RunResult] = []
     baselines: dict[int, dict[str, float]] = {}
     results: list[RunResult] = []
     tqdm = require("tqdm.auto").tqdm
-    bar = tqdm(
-        total=len(seeds) * (problem.num_tasks + len(rules)), desc="compare", disable=not progress
-    )
+    per_seed = len(rules) + (problem.num_tasks if given is None else 0)
+    bar = tqdm(total=len(seeds) * per_seed, desc="compare", disable=not progress)
     for seed in seeds:
-        bar.set_postfix(seed=seed, run="single-task")
-        runs = single_task_baselines(problem, replace(base, seed=seed))
-        bar.update(len(runs))
-        baseline_runs += runs
+        if given is None:
+            bar.set_postfix(seed=seed, run="single-task")
+            runs = single_task_baselines(problem, replace(base, seed=seed))
+            bar.update(len(runs))
+        else:
+            runs = [r for r in given if r.config.seed == seed]
         baselines[seed] = baseline_metrics(runs)
+        if set(baselines[seed]) != set(problem.task_names):
+            raise ValueError(
+                f"baseline_runs must hold a single-task run of every task "
+                f"{list(problem.task_names)} at seed {seed}, got {sorted(baselines[seed])}"
+            )
+        baseline_list += runs
         for rule in rules:
             bar.set_postfix(seed=seed, run=rule)
-            results.append(
-                train(problem, replace(base, seed=seed, rule=rule, rule_kwargs=kw.get(rule, {})))
-            )
+            level = "parameter" if rule in PARAM_METHODS else base.level
+            cfg = replace(base, seed=seed, rule=rule, level=level, rule_kwargs=kw.get(rule, {}))
+            results.append(train(problem, cfg))
             bar.update(1)
     bar.close()
-    return Comparison(results, baselines, baseline_runs)
+    return Comparison(results, baselines, baseline_list)
 
 
 # ---------------------------------------------------------------------- command line

@@ -6,6 +6,7 @@ from .curves import learning_curves
 from .magnitudes import magnitudes_and_weights
 from .pareto import nondominated, pareto_front
 from .stability import stability_traces, variance_heatmap
+from .study import paired_bars, study_curves
 from .throughput import throughput_bars, throughput_ratios
 from .traffic import traffic_bars
 from .trajectories import toy_trajectories
@@ -16,8 +17,10 @@ __all__ = [
     "learning_curves",
     "magnitudes_and_weights",
     "nondominated",
+    "paired_bars",
     "pareto_front",
     "stability_traces",
+    "study_curves",
     "throughput_bars",
     "throughput_ratios",
     "toy_trajectories",

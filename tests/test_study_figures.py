@@ -67,3 +67,42 @@ def test_bars_are_the_paired_differences() -> None:
         figures.paired_bars(summary)  # three values: choose one
     with pytest.raises(ValueError, match="value"):
         figures.paired_bars(summary, value=7.0)
+
+
+def test_tuning_curve_draws_the_search_and_one_line_per_balancer() -> None:
+    curve = pd.DataFrame(
+        {"runs": [1, 2, 3], "mean": [-3.0, -1.0, 0.5], "ci_low": [-4, -2, 0], "ci_high": [-2, 0, 1]}
+    )
+    runs = pd.DataFrame(
+        {
+            "method": ["static", "static_search", "single-task", "equal", "equal", "multibalance"],
+            "delta_m": [9.0, 9.0, 0.0, -2.0, -4.0, 1.0],
+        }
+    )
+    fig = figures.tuning_curve(curve, runs)
+    names = [t.name for t in fig.data]
+    assert names[2:] == ["Equal (1 run)", "MultiBalance (1 run)"]
+    assert list(fig.data[1].y) == [-3.0, -1.0, 0.5]
+    assert list(fig.data[2].y) == [-3.0, -3.0]  # equal's mean over seeds
+    assert list(fig.data[0].y) == [-2, 0, 1, 0, -2, -4]  # the band: upper, then lower back
+
+
+def test_sparse_tasks_shows_norms_weights_and_ne_per_task() -> None:
+    runs = pd.DataFrame(
+        {
+            "method": ["single-task", "equal", "equal", "multibalance"],
+            "dense weight": [np.nan, 1.0, 1.0, 1.0],
+            "dense grad_norm": [np.nan, 2.0, 4.0, 3.0],
+            "rare weight": [np.nan, 1.0, 1.0, 6.0],
+            "rare grad_norm": [np.nan, 0.1, 0.3, 0.2],
+            "rare ne": [0.9, 0.95, 0.97, 0.93],
+        }
+    )
+    fig = figures.sparse_tasks(runs)
+    norms = [t for t in fig.data if t.xaxis == "x"]
+    assert [t.name for t in norms] == ["Equal", "MultiBalance"]
+    assert list(norms[0].x) == ["dense", "rare"] and list(norms[0].y) == [3.0, pytest.approx(0.2)]
+    ne = [t for t in fig.data if t.xaxis == "x3"]
+    assert list(ne[0].x) == ["rare"] and ne[1].y[0] == pytest.approx(0.93)
+    weights = [t for t in fig.data if t.xaxis == "x2"]
+    assert list(weights[1].y) == [1.0, 6.0]

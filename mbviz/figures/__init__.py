@@ -6,7 +6,7 @@ from .curves import learning_curves
 from .magnitudes import magnitudes_and_weights
 from .pareto import nondominated, pareto_front
 from .stability import stability_traces, variance_heatmap
-from .study import paired_bars, study_curves
+from .study import paired_bars, sparse_tasks, study_curves, tuning_curve
 from .throughput import throughput_bars, throughput_ratios
 from .traffic import traffic_bars
 from .trajectories import toy_trajectories
@@ -19,12 +19,14 @@ __all__ = [
     "nondominated",
     "paired_bars",
     "pareto_front",
+    "sparse_tasks",
     "stability_traces",
     "study_curves",
     "throughput_bars",
     "throughput_ratios",
     "toy_trajectories",
     "traffic_bars",
+    "tuning_curve",
     "two_gradients",
     "variance_heatmap",
 ]

@@ -164,3 +164,109 @@ def paired_bars(
         showlegend=False,
     )
     return fig
+
+
+def tuning_curve(
+    curve: Any,
+    runs: Any,
+    *,
+    methods: Sequence[str] | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """The static-weight search against the balancers, on one dataset.
+
+    Args:
+        curve: :func:`mbviz.study.search_curve` of one dataset: the mean test Δm% of the
+            validation-selected static weights after ``runs`` search runs, with its interval.
+        runs: the tuning question's run table of the same dataset; each method other than
+            the static candidates is drawn as a horizontal line at its mean test Δm%.
+        methods: which of those methods (default: all in the table).
+
+    Traces: the search's band (interval) and its mean line, then one line per method.
+    """
+    x = curve["runs"].to_numpy(dtype=float)
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=np.concatenate([x, x[::-1]]),
+            y=np.concatenate([curve["ci_high"], curve["ci_low"][::-1]]),
+            fill="toself",
+            fillcolor="rgba(120,120,120,0.2)",
+            line={"width": 0},
+            hoverinfo="skip",
+            name="static weights, 95 % interval",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=curve["mean"],
+            mode="lines+markers",
+            name="best static weights on validation",
+            line={"color": "#333333", "width": 3},
+            hovertemplate="%{x} search runs: test Δm% %{y:.3g}<extra></extra>",
+        )
+    )
+    # the search's own rows: its candidates and its final pick (the curve's last point)
+    table = runs[~runs["method"].isin(["static", "static_search", "single-task"])]
+    for i, method in enumerate(_methods(table, methods)):
+        mean = float(table.loc[table["method"] == method, "delta_m"].mean())
+        fig.add_trace(
+            go.Scatter(
+                x=[x.min(), x.max()],
+                y=[mean, mean],
+                mode="lines",
+                name=f"{_method_label(method)} (1 run)",
+                line={"color": rule_color(i), "dash": rule_dash(i), "width": 2},
+                hovertemplate=f"{_method_label(method)}: test Δm% {mean:.3g}<extra></extra>",
+            )
+        )
+    fig.update_layout(
+        **base_layout(title or "Searching static loss weights vs balancing once"),
+        xaxis={"title": {"text": "training runs of the search (chosen on validation)"}},
+        yaxis={"title": {"text": "test Δm % (higher is better)"}},
+    )
+    return fig
+
+
+def sparse_tasks(
+    runs: Any, *, methods: Sequence[str] | None = None, title: str | None = None
+) -> go.Figure:
+    """A rare task next to dense ones, on one dataset: each task's gradient norm on Z
+    (mean over training and seeds), its balance weight, and the binary tasks' NE.
+
+    Three panels of grouped bars, one group per task and one bar per method (the run
+    table's ``"<task> grad_norm"``, ``"<task> weight"`` and ``"<task> ne"`` columns).
+    """
+    from plotly.subplots import make_subplots
+
+    tasks = [c[: -len(" weight")] for c in runs.columns if c.endswith(" weight")]
+    binary = [t for t in tasks if f"{t} ne" in runs.columns]
+    panels = (
+        ("grad_norm", "gradient norm on Z", tasks),
+        ("weight", "weight", tasks),
+        ("ne", "NE (lower is better)", binary),
+    )
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[p[1] for p in panels])
+    table = runs[runs["method"] != "single-task"]
+    for i, method in enumerate(_methods(table, methods)):
+        rows = table[table["method"] == method]
+        for col, (suffix, _, names) in enumerate(panels, start=1):
+            fig.add_trace(
+                go.Bar(
+                    x=names,
+                    y=[float(rows[f"{t} {suffix}"].mean()) for t in names],
+                    name=_method_label(method),
+                    legendgroup=method,
+                    showlegend=col == 1,
+                    marker={"color": rule_color(i)},
+                    hovertemplate=f"{_method_label(method)}<br>%{{x}}: %{{y:.4g}}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_yaxes(type="log", row=1, col=1)
+    fig.update_layout(
+        **base_layout(title or "A rare task next to dense ones", height=420), barmode="group"
+    )
+    return fig

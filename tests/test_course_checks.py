@@ -323,3 +323,19 @@ def test_weighted_sum_kernel_exercise(capsys: pytest.CaptureFixture[str]) -> Non
     assert "not answered yet" in capsys.readouterr().out
     assert not check_weighted_sum_kernel(lambda g, w: (w[:, None] * g).sum(0).double())
     assert "g's dtype" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("wins", "losses"), [(10, 0), (9, 1), (7, 2), (5, 5), (0, 3)])
+def test_sign_test_check_agrees_with_scipy(
+    wins: int, losses: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scipy.stats import binomtest
+
+    from mbviz.course import check_sign_test
+
+    diffs = [0.5] * wins + [-0.25] * losses + [0.0, float("nan")]  # ties and gaps dropped
+    p = binomtest(wins, wins + losses).pvalue
+    assert check_sign_test(p, differences=diffs)
+    assert not check_sign_test(p / 2, differences=diffs)  # the one-sided value
+    assert not check_sign_test(None, differences=diffs)
+    assert "sign-test" in capsys.readouterr().out

@@ -14,6 +14,7 @@ from .checks import (
     check_mgda_endpoint,
     check_multibalance_rule,
     check_multibalance_weights,
+    check_sign_test,
     check_throughput_ratio,
     check_weighted_sum_kernel,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "check_mgda_endpoint",
     "check_multibalance_rule",
     "check_multibalance_weights",
+    "check_sign_test",
     "check_throughput_ratio",
     "check_weighted_sum_kernel",
     "course_map",

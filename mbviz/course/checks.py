@@ -344,6 +344,24 @@ def check_delta_m(
     )  # fmt: skip
 
 
+def check_sign_test(answer: float | None, *, differences: Sequence[float]) -> bool:
+    """Exercise 08: the two-sided exact sign-test p-value of paired differences (zeros and
+    missing values dropped): under "no difference" each seed favours either method with
+    probability 1/2, so the count of positive differences is Binomial(n, 1/2)."""
+    name = "sign-test p-value"
+    if answer is None:
+        return _not_answered(name)
+    d = [float(x) for x in differences if x == x and float(x) != 0.0]
+    n, k = len(d), sum(x > 0 for x in d)
+    tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2.0**n
+    expected = min(1.0, 2.0 * tail)
+    ok = _compare([float(answer)], [expected], atol=1e-9)
+    return _verdict(
+        ok, name, "count the seeds where the method wins (k of n, ties dropped); p is twice "
+        "the probability of a count at least as far from n/2 under Binomial(n, 1/2), at most 1"
+    )  # fmt: skip
+
+
 def check_throughput_ratio(
     answer: float | None, *, num_tasks: int, backward_over_forward: float
 ) -> bool:

@@ -242,6 +242,30 @@ def representation_vs_parameter_level(size: int) -> Section:
     )
 
 
+def does_it_pay(size: int) -> Section:
+    from .. import figures
+    from ..study import load_results, summary_table
+
+    shipped = load_results("imbalance", "movielens")
+    summary = load_results("imbalance", "movielens", table="summary")
+    live = setups.live_imbalance(size)
+    return Section.of(
+        "08",
+        (
+            "The imbalance question: one task's training loss multiplied by 10^k, every method "
+            "at 10 paired seeds, test Δm% against single-task models of the same seed. First the "
+            "shipped MovieLens study (python -m mbviz study imbalance; the table: each method "
+            "minus the plain sum, 95 % bootstrap interval and sign-test p), then a classroom-size "
+            "rerun on the synthetic problem (3 seeds: a workflow check, not evidence)."
+        ),
+        [
+            figures.study_curves(shipped, highlight="multibalance"),
+            figures.study_curves(live.runs, highlight="multibalance"),
+        ],
+        [summary_table(summary, "delta_m")],
+    )
+
+
 _BY_KEY: dict[str, SectionFn] = {
     "00": start_here,
     "01": gradient_conflict,
@@ -251,6 +275,7 @@ _BY_KEY: dict[str, SectionFn] = {
     "05": movielens,
     "06": inside_the_kernel,
     "07": representation_vs_parameter_level,
+    "08": does_it_pay,
 }
 
 #: (notebook key, function), in the syllabus's order; notebook 09 (your own model) has

@@ -111,3 +111,25 @@ def throughput_config(size: int) -> ThroughputConfig:
         tasks=(2, 4, 8), batch=512 * size, rounds=3, min_sample_s=0.1, memory=False,
         methods=tuple(THROUGHPUT_LABELS), model=THROUGHPUT_MODEL,
     )  # fmt: skip
+
+
+# -- 08 does it pay: the live rerun of the imbalance question
+
+
+def live_imbalance(size: int, *, progress: bool = False):  # -> mbviz.study.Study
+    """The imbalance question at classroom size: the synthetic problem, task 0's loss
+    times ``10^k`` for ``k`` in {-2, 0, 2}, the plain sum against MultiBalance with the
+    shipped study's validation-chosen settings, ``3 * size`` seeds of ``100 * size`` steps."""
+    from ..study import chosen_multibalance, imbalance, study_config, study_problem
+
+    return imbalance(
+        study_problem("synthetic"),
+        task=0,
+        exponents=(-2, 0, 2),
+        methods=("equal", "multibalance"),
+        seeds=range(3 * size),
+        config=study_config("synthetic"),
+        rule_kwargs={"multibalance": chosen_multibalance("synthetic")},
+        steps=100 * size,
+        progress=progress,
+    )

@@ -71,6 +71,12 @@ NOTEBOOKS: tuple[Notebook, ...] = (
         15,
     ),
     Notebook(
+        "08_does_it_pay.ipynb",
+        "Does it pay?",
+        "when balancing helps: imbalance, a static-weight search, a rare task; paired seeds",
+        20,
+    ),
+    Notebook(
         "09_your_own_model.ipynb",
         "MultiBalance in your own model",
         "the lines to change in a training loop, where the fork goes, tuning by validation, cost",

@@ -251,7 +251,11 @@ class Balancer(nn.Module):
         # Under Dynamo the disabled wrapper makes the fork a graph break; eagerly the
         # wrapper's own cost (~10 µs a call) is skipped.
         fork_fn = _fork_eager if torch.compiler.is_compiling() else fork
-        return fork_fn(z, self.num_tasks, self.combine)
+        outs = fork_fn(z, self.num_tasks, self.combine)
+        learned = [p for p in (getattr(self, n) for n in self._param_names) if p.requires_grad]
+        if learned:
+            outs = (_ParamAnchor.apply(outs[0], *learned), *outs[1:])
+        return outs
 
     # ------------------------------------------------------------------ losses
     def observe(self, losses: Sequence[Tensor | float] | Tensor) -> Tensor:
@@ -1104,6 +1108,23 @@ class Balancer(nn.Module):
 #: Buffers of the balancer itself (rule state may not use these names).
 _OWN_STATE = ("step", "weights", "refused_streak")
 _MISSING = object()
+
+
+class _ParamAnchor(torch.autograd.Function):
+    """The identity on a fork output that also takes the learned parameters as inputs and
+    gives them no gradient (their gradient comes from ``observe``'s ``aux``). It puts
+    them in the forward pass's graph, where DDP with ``find_unused_parameters=True``
+    looks for the parameters a backward will reach; otherwise DDP would mark them unused
+    after the forward and fail when ``aux``'s gradient reaches them."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, *params: Tensor) -> Tensor:
+        ctx.num_params = len(params)
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        return (grad, *([None] * ctx.num_params))
 
 
 class _Proposal(NamedTuple):

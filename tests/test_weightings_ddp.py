@@ -1,7 +1,8 @@
 """A loss-aware weighting with learned parameters inside a DDP module: the parameters get
-their gradients from autograd (through what ``observe`` returns), so DDP runs with
-``find_unused_parameters=False`` and all-reduces them like every other parameter; the
-log-variances stay identical across ranks."""
+their gradients from autograd (through what ``observe`` returns), so DDP all-reduces them
+like every other parameter, with ``find_unused_parameters=False`` and ``True`` (the
+balancer's forward puts them in the forward graph, where DDP looks for them); the
+log-variances stay identical across ranks and equal in both modes."""
 
 from __future__ import annotations
 
@@ -31,13 +32,13 @@ class _Model(nn.Module):
         return [t(z).squeeze(-1) for t, z in zip(self.towers, self.bal(self.bottom(x)))]
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
+def _worker(rank: int, init_file: str, out_dir: str, find_unused: bool) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         torch.manual_seed(0)
         model = _Model()
-        ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
+        ddp = nn.parallel.DistributedDataParallel(model, find_unused_parameters=find_unused)
         opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
         gen = torch.Generator().manual_seed(rank)
         grads = []
@@ -64,11 +65,15 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
 
 @pytest.mark.distributed
 @pytest.mark.slow
-def test_uw_inside_ddp_without_find_unused_parameters() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        init_file = os.path.join(tmp, "init")
-        mp.spawn(_worker, args=(init_file, tmp), nprocs=WORLD, join=True)
-        ranks = [torch.load(os.path.join(tmp, f"rank{r}.pt")) for r in range(WORLD)]
-    assert torch.equal(ranks[0]["log_var"], ranks[1]["log_var"])
-    assert torch.equal(ranks[0]["grads"], ranks[1]["grads"])
-    assert float(ranks[0]["log_var"].abs().min()) > 0  # it did train
+def test_uw_inside_ddp_with_and_without_find_unused_parameters() -> None:
+    runs = []
+    for find_unused in (False, True):
+        with tempfile.TemporaryDirectory() as tmp:
+            init_file = os.path.join(tmp, "init")
+            mp.spawn(_worker, args=(init_file, tmp, find_unused), nprocs=WORLD, join=True)
+            ranks = [torch.load(os.path.join(tmp, f"rank{r}.pt")) for r in range(WORLD)]
+        assert torch.equal(ranks[0]["log_var"], ranks[1]["log_var"])
+        assert torch.equal(ranks[0]["grads"], ranks[1]["grads"])
+        assert float(ranks[0]["log_var"].abs().min()) > 0  # it did train
+        runs.append(ranks[0])
+    assert torch.equal(runs[0]["log_var"], runs[1]["log_var"])

@@ -199,6 +199,10 @@ class Balancer(nn.Module):
         # loss-aware weightings: whether a balancing step since the last update() was
         # refused (a bool tensor, read by update()); None: no step since then
         self._refused_since_update: Tensor | None = None
+        # the latest aux of observe() that requires grad: [its gradient was computed, a
+        # backward through the fork used its losses]; warned once if the first stays False
+        self._aux_watch: list[bool] | None = None
+        self._aux_warned = False
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
         # float64: any finite weight a rule returns fits (in float32, weights above 3.4e38,
         # e.g. from norm ratios above 1e38 in float64 training, would be inf and refused)
@@ -295,8 +299,30 @@ class Balancer(nn.Module):
             )
         self._check_param_device(values.device, "the losses")
         aux = self._parameter_aux(values, dtype)
+        self._warn_if_aux_unused()
+        self._aux_watch = None
+        if aux.requires_grad:
+            watch = [False, False]
+            aux.register_hook(lambda grad: watch.__setitem__(0, True))
+            self._aux_watch = watch
         self._losses = values
         return aux
+
+    def _warn_if_aux_unused(self) -> None:
+        """Warn once if the previous observe's ``aux`` was not back-propagated although a
+        backward through the fork used its losses: the learned parameters got no
+        gradient from that step and, without ``aux``, never train."""
+        watch = self._aux_watch
+        if watch is None or watch[0] or not watch[1] or self._aux_warned:
+            return
+        self._aux_warned = True
+        warnings.warn(
+            f"rule {self.rule.name!r}: the learned parameters ({', '.join(self._param_names)}) "
+            f"got no gradient from the last backward: add the tensor bal.observe(losses) "
+            f"returns to the loss that is back-propagated (aux = bal.observe(losses); "
+            f"(sum(losses) + aux).backward()); without it they do not train",
+            stacklevel=3,
+        )
 
     def discard_observed(self) -> None:
         """Drop the losses given to :meth:`observe` that no balancing step has used yet
@@ -501,6 +527,8 @@ class Balancer(nn.Module):
         w_present = weights if len(present) == self.num_tasks else weights[present]
         combined = ops.weighted_sum(gs, w_present, self.backend)
         self._commit(proposal)  # last: an error anywhere above leaves the state as it was
+        if self._loss_rule and self._aux_watch is not None:
+            self._aux_watch[1] = True  # this backward used the losses aux came with
         return combined
 
     def _host_ready(self, grad: Tensor) -> dict[str, Any] | None:
@@ -944,6 +972,7 @@ class Balancer(nn.Module):
                     getattr(self, name).copy_(value)
         self._losses = None
         self._refused_since_update = None
+        self._aux_watch = None
         self._stats = None
         self._host_record = None
         self._device_record = None

@@ -10,6 +10,7 @@ import copy
 import io
 import math
 import re
+import warnings
 
 import pytest
 import torch
@@ -551,3 +552,32 @@ def test_skip_task_commits_the_loss_state_of_a_dropped_task(
     if name == "dwa":
         bal.end_epoch()
         assert bal.history[:, 1].tolist() == [3.5, 4.5]
+
+
+def test_forgetting_aux_warns_once() -> None:
+    """observe's aux left out of the backward: the learned parameters get no gradient,
+    which the next observe says (once); with aux, or with step_weights, no warning."""
+    model, bal, opt = _setup("uw")
+    x, y = _batch(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(2):
+            _step(model, bal, opt, 0)  # with aux
+        for _ in range(2):
+            bal.observe([1.0, 2.0, 3.0])
+            bal.step_weights(torch.eye(T, dtype=torch.float64))
+    opt.zero_grad()
+    for k in range(3):
+        losses = model.task_losses(bal(model.bottom(x)), y)
+        if k == 2:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                bal.observe(losses)  # warned once already
+            break
+        if k == 1:
+            with pytest.warns(UserWarning, match="log_var.*got no gradient.*aux"):
+                bal.observe(losses)
+        else:
+            bal.observe(losses)
+        sum(losses).backward()
+    assert bal.log_var.grad is None or bool((bal.log_var.grad == 0).all())

@@ -815,7 +815,9 @@ class Balancer(nn.Module):
     def _commit(self, proposal: _Proposal) -> None:
         """Write a proposed step into the buffers: in place on the same device; on another
         device the buffers move there (the state follows the gradients, so forgetting the
-        balancer in ``model.to(device)`` costs nothing)."""
+        balancer in ``model.to(device)`` costs nothing). A loss-aware weighting's learned
+        parameters are not moved: the optimiser holds them, and :meth:`_loss_step` has
+        refused a step on another device than theirs."""
         values = {
             **proposal.state,
             "step": proposal.step,

@@ -20,13 +20,15 @@ Per backward, through :mod:`mbkernels.ops`:
    policy (:mod:`mbkernels.nonfinite`; with a GradScaler always ``"skip_update"``),
    on the gradients' device; nothing is written yet. A loss-aware weighting
    (:mod:`mbkernels.weightings`) reads the losses given to :meth:`Balancer.observe`
-   too, and proposes its learned parameters' gradients;
+   too (its learned parameters get their gradients from autograd, through the term
+   ``observe`` returns);
 5. pass 2: ``sum_t w_t g_t`` in the gradients' dtype;
 6. commit: the new state if the statistics are finite (else the old one), the
-   count of steps refused in a row, :attr:`Balancer.stats`, and the learned
-   parameters' gradients (added to ``.grad``; zero for a refused step). Last, so that an
+   count of steps refused in a row and :attr:`Balancer.stats`. Last, so that an
    error anywhere before leaves every state tensor as it was; the buffers move to
-   the gradients' device here, and only here.
+   the gradients' device here, and only here. A loss-aware weighting's learned
+   parameters never move (the user's optimiser holds them): a step whose gradients
+   are on another device than they are raises ``ValueError``.
 
 Everything stays on the device. Host reads (one boolean per step) happen for
 the range check (``range_check=False`` removes it), and for the
@@ -128,9 +130,9 @@ class Balancer(nn.Module):
     also its learned parameters (``nn.Parameter`` entries of the balancer, e.g. UW's
     ``log_var``: give ``bal.parameters()`` to the optimiser).
 
-    Loss-aware weightings (:mod:`mbkernels.weightings`): :meth:`observe` this step's
-    losses before ``backward``; FAMO's :meth:`update` after the optimiser step; DWA's
-    :meth:`end_epoch` at the end of each epoch.
+    Loss-aware weightings (:mod:`mbkernels.weightings`): ``aux = bal.observe(losses)``
+    before ``backward``, and back-propagate ``sum(losses) + aux``; FAMO's :meth:`update`
+    after the optimiser step; DWA's :meth:`end_epoch` at the end of each epoch.
     """
 
     step: Tensor
@@ -180,6 +182,12 @@ class Balancer(nn.Module):
                 raise ValueError(f"rule state name {name!r} is reserved")
             self.register_buffer(name, value)
         self._loss_rule = isinstance(rule, LossWeighting)
+        # a weighting with an update after the optimiser step (FAMO) learns nothing from a
+        # refused step: the balancer remembers refusals for update()
+        self._tracks_refusals = (
+            isinstance(rule, LossWeighting)
+            and type(rule).after_step is not LossWeighting.after_step
+        )
         initial_params = rule.init_parameters() if isinstance(rule, LossWeighting) else {}
         self._param_names = tuple(initial_params)
         for name, value in initial_params.items():
@@ -188,6 +196,13 @@ class Balancer(nn.Module):
             self.register_parameter(name, nn.Parameter(value))
         # this step's losses (float64 [T], detached), from observe() until a step commits
         self._losses: Tensor | None = None
+        # loss-aware weightings: whether a balancing step since the last update() was
+        # refused (a bool tensor, read by update()); None: no step since then
+        self._refused_since_update: Tensor | None = None
+        # the latest aux of observe() that requires grad: [its gradient was computed, a
+        # backward through the fork used its losses]; warned once if the first stays False
+        self._aux_watch: list[bool] | None = None
+        self._aux_warned = False
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
         # float64: any finite weight a rule returns fits (in float32, weights above 3.4e38,
         # e.g. from norm ratios above 1e38 in float64 training, would be inf and refused)
@@ -240,30 +255,126 @@ class Balancer(nn.Module):
         # Under Dynamo the disabled wrapper makes the fork a graph break; eagerly the
         # wrapper's own cost (~10 µs a call) is skipped.
         fork_fn = _fork_eager if torch.compiler.is_compiling() else fork
-        return fork_fn(z, self.num_tasks, self.combine)
+        outs = fork_fn(z, self.num_tasks, self.combine)
+        learned = [p for p in (getattr(self, n) for n in self._param_names) if p.requires_grad]
+        if learned:
+            outs = (_ParamAnchor.apply(outs[0], *learned), *outs[1:])
+        return outs
 
     # ------------------------------------------------------------------ losses
-    def observe(self, losses: Sequence[Tensor | float] | Tensor) -> None:
+    def observe(self, losses: Sequence[Tensor | float] | Tensor) -> Tensor:
         """Hand a loss-aware weighting (:mod:`mbkernels.weightings`) this step's task
-        losses; call it after the forward pass and before ``backward``. ``losses``: a
-        ``[num_tasks]`` tensor or ``num_tasks`` scalars (0-d tensors or numbers), the
-        losses whose sum is back-propagated, in task order. They are read detached, in
-        float64; the next balancing step (the fork's backward, or :meth:`step_weights`)
-        uses them once. Finite, and ``> 0`` where the weighting takes logarithms or
-        ratios; else ``ValueError`` and nothing changes. Reads a boolean from the device
-        for each check (finite; the domain, where the weighting has one)."""
+        losses; call it after the forward pass and before ``backward``, and add what it
+        returns to the loss that is back-propagated::
+
+            aux = bal.observe(losses)
+            (sum(losses) + aux).backward()   # or scaler.scale(...), or divided by k
+
+        ``losses``: a ``[num_tasks]`` tensor or ``num_tasks`` scalars (0-d tensors or
+        numbers), the per-task losses as computed, in task order: not multiplied by a loss
+        scale, not divided by the number of accumulated micro-batches (do that to the sum
+        that is back-propagated, ``aux`` included). They are read detached, in float64;
+        the next balancing step (the fork's backward, or :meth:`step_weights`) uses them
+        once. Finite and within the weighting's domain; else ``ValueError`` and nothing
+        changes. Losses observed before and not yet used by a balancing step are refused
+        the same way (back-propagate them first, or :meth:`discard_observed`). One host
+        read (of the ``T`` losses) per call.
+
+        Returns ``aux``: a 0-d tensor of value zero, in the losses' dtype and on their
+        device, whose gradient with respect to the weighting's learned parameters (UW's
+        ``log_var``, IMTL-L's ``log_scale``) is ``dF/ds`` at these losses, the losses held
+        constant. Back-propagated with the losses, it gives those parameters their
+        gradients through autograd: gradient accumulation, a GradScaler and DDP treat
+        them like every other parameter's. A weighting without learned parameters (or
+        whose parameters do not require grad) returns a zero that requires no grad.
+        """
         self._require_loss_rule("observe")
-        self._losses = self._loss_vector(losses)
+        values, dtype = self._loss_vector(losses)
+        if self._losses is not None:
+            raise ValueError(
+                "bal.observe: the losses observed before have not been used by a balancing "
+                "step yet (each observe is for one backward through the fork, or one "
+                "step_weights); back-propagate them first, or bal.discard_observed() to drop "
+                "them. Nothing was changed"
+            )
+        self._check_param_device(values.device, "the losses")
+        aux = self._parameter_aux(values, dtype)
+        self._warn_if_aux_unused()
+        self._aux_watch = None
+        if aux.requires_grad:
+            watch = [False, False]
+            aux.register_hook(lambda grad: watch.__setitem__(0, True))
+            self._aux_watch = watch
+        self._losses = values
+        return aux
+
+    def _warn_if_aux_unused(self) -> None:
+        """Warn once if the previous observe's ``aux`` was not back-propagated although a
+        backward through the fork used its losses: the learned parameters got no
+        gradient from that step and, without ``aux``, never train."""
+        watch = self._aux_watch
+        if watch is None or watch[0] or not watch[1] or self._aux_warned:
+            return
+        self._aux_warned = True
+        warnings.warn(
+            f"rule {self.rule.name!r}: the learned parameters ({', '.join(self._param_names)}) "
+            f"got no gradient from the last backward: add the tensor bal.observe(losses) "
+            f"returns to the loss that is back-propagated (aux = bal.observe(losses); "
+            f"(sum(losses) + aux).backward()); without it they do not train",
+            stacklevel=3,
+        )
+
+    def discard_observed(self) -> None:
+        """Drop the losses given to :meth:`observe` that no balancing step has used yet
+        (e.g. after a forward that was not back-propagated); nothing else changes."""
+        self._losses = None
+
+    def _parameter_aux(self, values: Tensor, dtype: torch.dtype) -> Tensor:
+        """``term - term.detach()`` of the weighting's :meth:`parameter_term
+        <mbkernels.weightings.LossWeighting.parameter_term>`, in ``dtype`` on ``values``'
+        device (a zero without grad where there is no term)."""
+        rule = self.rule
+        assert isinstance(rule, LossWeighting)
+        params = {name: getattr(self, name) for name in self._param_names}
+        term = None
+        if any(p.requires_grad for p in params.values()) and torch.is_grad_enabled():
+            term = rule.parameter_term(values.to(self._param_device()), params)
+        if term is None or not term.requires_grad:
+            return torch.zeros((), dtype=dtype, device=values.device)
+        return (term - term.detach()).to(device=values.device, dtype=dtype)
+
+    def _param_device(self) -> torch.device:
+        return getattr(self, self._param_names[0]).device
+
+    def _check_param_device(self, device: torch.device, what: str) -> None:
+        """Learned parameters stay where they are (the optimiser holds them): refuse a
+        step on another device rather than read or move them there."""
+        if self._param_names and self._param_device() != device:
+            raise ValueError(
+                f"{what} are on {device}, but the learned parameters of rule "
+                f"{self.rule.name!r} ({', '.join(self._param_names)}) are on "
+                f"{self._param_device()}: move the balancer there (bal.to(device), or with "
+                f"the model) before building the optimiser; nothing was changed"
+            )
 
     def update(self, losses: Sequence[Tensor | float] | Tensor) -> None:
         """After the optimiser step: let the weighting learn from the losses recomputed on
         the same batch (FAMO's ``update``); a weighting without such an update ignores it.
-        ``losses`` as for :meth:`observe`."""
+        ``losses`` as for :meth:`observe`. If a balancing step since the last update was
+        refused (a GradScaler overflow, which also skips the optimiser step, or a
+        non-finite step under ``nonfinite``), there is nothing to learn from: it does
+        nothing (FAMO forgets the pending step). Without any balancing step since the last
+        update, FAMO raises ``ValueError``."""
         self._require_loss_rule("update")
         assert isinstance(self.rule, LossWeighting)
-        values = self._loss_vector(losses)
+        values, _ = self._loss_vector(losses)
         state = {name: getattr(self, name) for name in self._state_names}
-        self._write_state(self.rule.after_step(values.to(self.step.device), state), "update")
+        refused = self._refused_since_update
+        if refused is not None and bool(refused):
+            self._write_state(self.rule.after_refused_step(state), "update")
+        else:
+            self._write_state(self.rule.after_step(values.to(self.step.device), state), "update")
+        self._refused_since_update = None
 
     def end_epoch(self) -> None:
         """At the end of each epoch: let the weighting close the epoch (DWA's epoch-average
@@ -281,9 +392,10 @@ class Balancer(nn.Module):
                 f"the Gram matrix alone"
             )
 
-    def _loss_vector(self, losses: Sequence[Tensor | float] | Tensor) -> Tensor:
+    def _loss_vector(self, losses: Sequence[Tensor | float] | Tensor) -> tuple[Tensor, torch.dtype]:
         """``losses`` as a detached float64 ``[num_tasks]`` tensor, checked (finite, the
-        weighting's domain)."""
+        weighting's domain) on one host read, and their dtype (promoted over the
+        tensors; float64 for plain numbers)."""
         t = self.num_tasks
         if isinstance(losses, Tensor):
             if losses.shape != (t,):
@@ -292,6 +404,7 @@ class Balancer(nn.Module):
                     f"got a tensor of shape {tuple(losses.shape)}"
                 )
             values = losses.detach()
+            dtype = losses.dtype
         else:
             if isinstance(losses, (str, bytes)) or not isinstance(losses, Sequence):
                 raise ValueError(
@@ -303,6 +416,7 @@ class Balancer(nn.Module):
                     f"losses must hold num_tasks={t} losses, one per task, got {len(losses)}"
                 )
             items = []
+            dtypes = []
             for i, loss in enumerate(losses):
                 if isinstance(loss, Tensor):
                     if loss.numel() != 1:
@@ -311,27 +425,33 @@ class Balancer(nn.Module):
                             f"of shape {tuple(loss.shape)}"
                         )
                     items.append(loss.detach().reshape(()))
+                    dtypes.append(loss.dtype)
                 elif isinstance(loss, (int, float)) and not isinstance(loss, bool):
                     items.append(torch.tensor(float(loss), dtype=torch.float64))
                 else:
                     raise ValueError(f"losses[{i}] must be a tensor or a number, got {loss!r}")
-            device = items[0].device
+            device = next((v.device for v in items if v.device.type != "cpu"), items[0].device)
             values = torch.stack([v.to(device=device, dtype=torch.float64) for v in items])
+            dtype = dtypes[0] if dtypes else torch.float64
+            for other in dtypes[1:]:
+                dtype = torch.promote_types(dtype, other)
         if values.is_complex() or values.dtype == torch.bool:
             raise ValueError(f"losses must be real numbers, got dtype {values.dtype}")
         if _holds_no_data(values):
             raise ValueError("losses must hold values, got a meta or fake tensor")
         values = values.to(torch.float64)
-        finite = torch.isfinite(values)
-        if not bool(finite.all()):
-            bad = (~finite).nonzero().flatten().tolist()
+        if not dtype.is_floating_point:
+            dtype = torch.float64
+        host = values.tolist()  # the one host read: every check below is on these floats
+        bad = [i for i, v in enumerate(host) if not math.isfinite(v)]
+        if bad:
             raise ValueError(
-                f"losses must be finite, got {values.tolist()} (inf/NaN at task index(es) "
+                f"losses must be finite, got {host} (inf/NaN at task index(es) "
                 f"{bad}); the balancer state was not changed"
             )
         assert isinstance(self.rule, LossWeighting)
-        self.rule.check_losses(values)
-        return values.clone()
+        self.rule.check_losses(host)
+        return values.clone(), dtype
 
     def _write_state(self, new_state: dict[str, Tensor] | None, method: str) -> None:
         """Copy a weighting's new state into the buffers, if it has one and it is finite."""
@@ -407,6 +527,8 @@ class Balancer(nn.Module):
         w_present = weights if len(present) == self.num_tasks else weights[present]
         combined = ops.weighted_sum(gs, w_present, self.backend)
         self._commit(proposal)  # last: an error anywhere above leaves the state as it was
+        if self._loss_rule and self._aux_watch is not None:
+            self._aux_watch[1] = True  # this backward used the losses aux came with
         return combined
 
     def _host_ready(self, grad: Tensor) -> dict[str, Any] | None:
@@ -597,27 +719,20 @@ class Balancer(nn.Module):
         # non-finite step runs on a zeroed copy, and its result is discarded below.
         clean = gram.nan_to_num(0.0, 0.0, 0.0)
         dropped = None
-        grads: dict[str, Tensor] = {}
         if policy == "skip_task":
             bad = nonfinite_tasks(gram)
             active = ~bad
         if self._loss_rule:
-            weights, new_state, grads = self._loss_step(clean, old_state, step, here)
+            weights, new_state = self._loss_step(clean, old_state, step)
             if policy == "skip_task":
-                weights, new_state, grads = _hold_inactive(
-                    self.num_tasks, old_state, (weights, new_state, grads), active
-                )
+                weights, new_state = self._hold_inactive(old_state, weights, new_state, active)
         elif policy == "skip_task":
             weights, new_state = self.rule.weights_subset(clean, old_state, step, active)
         else:
             weights, new_state = self.rule.weights(clean, old_state, step)
         weights = weights.to(self.weights.dtype)
         # integer state (counters) is always finite: leave it out of the check's concatenation
-        results = (
-            weights,
-            *(v for v in new_state.values() if v.is_floating_point()),
-            *grads.values(),
-        )
+        results = (weights, *(v for v in new_state.values() if v.is_floating_point()))
         if policy == "skip_task":
             # dropped tasks' inf/NaN are expected; some task must be left
             finite = active.any() & all_finite(*results)
@@ -649,16 +764,14 @@ class Balancer(nn.Module):
             finite=finite,
             refused_streak=streak,
         )
-        grads = {name: torch.where(finite, g, torch.zeros_like(g)) for name, g in grads.items()}
-        return _Proposal(applied, committed, new_step, streak, stats, dropped, grads)
+        return _Proposal(applied, committed, new_step, streak, stats, dropped)
 
     def _loss_step(
         self,
         gram: Tensor,
         state: dict[str, Tensor],
         step: Tensor,
-        here: Callable[[Tensor], Tensor],
-    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """A loss-aware weighting's step on this step's observed losses."""
         rule = self.rule
         assert isinstance(rule, LossWeighting)
@@ -669,17 +782,42 @@ class Balancer(nn.Module):
                 f"{self.num_tasks} task losses before backward (once per backward); the "
                 f"balancer state was not changed"
             )
+        self._check_param_device(gram.device, "this step's task gradients")
         losses = self._losses.to(gram.device)
         params = {
-            name: here(getattr(self, name)).detach().to(torch.float64) for name in self._param_names
+            name: getattr(self, name).detach().to(torch.float64) for name in self._param_names
         }
         out = rule.loss_step(losses, gram.diagonal(), params, state, step)
-        return out.weights, dict(out.state), dict(out.grads)
+        return out.weights, dict(out.state)
+
+    def _hold_inactive(
+        self,
+        old_state: dict[str, Tensor],
+        weights: Tensor,
+        new_state: dict[str, Tensor],
+        active: Tensor,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """A loss-aware weighting's step under ``nonfinite="skip_task"``: the inactive tasks
+        get weight 0 and keep their per-task state (first dimension ``num_tasks``, as
+        :meth:`Rule.weights_subset <mbkernels.rules.Rule.weights_subset>`), except the
+        entries computed from the losses alone (the weighting's ``loss_state``): every
+        task's loss was observed and finite, so those take the step for every task."""
+        assert isinstance(self.rule, LossWeighting)
+        from_losses = self.rule.loss_state
+        held = {}
+        for name, value in new_state.items():
+            if name not in from_losses and value.dim() >= 1 and value.shape[0] == self.num_tasks:
+                keep = active.reshape(-1, *([1] * (value.dim() - 1)))
+                value = torch.where(keep, value, old_state[name].to(value.dtype))
+            held[name] = value
+        return torch.where(active, weights, torch.zeros_like(weights)), held
 
     def _commit(self, proposal: _Proposal) -> None:
         """Write a proposed step into the buffers: in place on the same device; on another
         device the buffers move there (the state follows the gradients, so forgetting the
-        balancer in ``model.to(device)`` costs nothing)."""
+        balancer in ``model.to(device)`` costs nothing). A loss-aware weighting's learned
+        parameters are not moved: the optimiser holds them, and :meth:`_loss_step` has
+        refused a step on another device than theirs."""
         values = {
             **proposal.state,
             "step": proposal.step,
@@ -697,23 +835,13 @@ class Balancer(nn.Module):
         self._device_record = None
         if self._loss_rule:
             self._losses = None  # used once
-            self._accumulate_grads(proposal.grads or {})
+        if self._tracks_refusals:
+            refused = ~proposal.stats.finite
+            before = self._refused_since_update
+            self._refused_since_update = (
+                refused if before is None else before.to(refused.device) | refused
+            )
         self._watch_refusals(proposal.streak)
-
-    def _accumulate_grads(self, grads: dict[str, Tensor]) -> None:
-        """Add the learned parameters' gradients to their ``.grad`` (as a backward would),
-        times the GradScaler's scale, which the scaler divides out again in
-        ``unscale_``/``step`` as for every other parameter."""
-        scale = current_scale(self.grad_scaler)
-        for name, grad in grads.items():
-            param = getattr(self, name)
-            if scale is not None:
-                grad = grad * scale.to(device=grad.device, dtype=grad.dtype)
-            grad = grad.to(device=param.device, dtype=param.dtype)
-            if param.grad is None:
-                param.grad = grad.clone()
-            else:
-                param.grad.add_(grad)
 
     def _watch_refusals(self, streak: Tensor) -> None:
         """Warn once per streak of refused steps longer than ``warn_after_refused``.
@@ -845,6 +973,8 @@ class Balancer(nn.Module):
                 for name, value in self.rule.init_parameters(device).items():
                     getattr(self, name).copy_(value)
         self._losses = None
+        self._refused_since_update = None
+        self._aux_watch = None
         self._stats = None
         self._host_record = None
         self._device_record = None
@@ -877,6 +1007,7 @@ class Balancer(nn.Module):
         )
         self._warned = False
         self._pending_streak = None
+        self._refused_since_update = None
 
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
@@ -1010,6 +1141,23 @@ _OWN_STATE = ("step", "weights", "refused_streak")
 _MISSING = object()
 
 
+class _ParamAnchor(torch.autograd.Function):
+    """The identity on a fork output that also takes the learned parameters as inputs and
+    gives them no gradient (their gradient comes from ``observe``'s ``aux``). It puts
+    them in the forward pass's graph, where DDP with ``find_unused_parameters=True``
+    looks for the parameters a backward will reach; otherwise DDP would mark them unused
+    after the forward and fail when ``aux``'s gradient reaches them."""
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor, *params: Tensor) -> Tensor:
+        ctx.num_params = len(params)
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        return (grad, *([None] * ctx.num_params))
+
+
 class _Proposal(NamedTuple):
     """What one balancing step would commit (see :meth:`Balancer._propose`)."""
 
@@ -1019,7 +1167,6 @@ class _Proposal(NamedTuple):
     streak: Tensor  # steps refused in a row, this one included
     stats: BalanceStats
     dropped: list[bool] | None  # "skip_task": the tasks left out of pass 2
-    grads: dict[str, Tensor] | None = None  # loss-aware weightings: the parameters' gradients
 
 
 def _holds_no_data(t: Tensor) -> bool:
@@ -1050,27 +1197,6 @@ def _has_host_weights(rule: Rule) -> bool:
     host = next(c for c in mro if "host_weights" in c.__dict__)
     weights = next(c for c in mro if "weights" in c.__dict__)
     return host is not Rule and issubclass(host, weights)
-
-
-def _hold_inactive(
-    num_tasks: int,
-    old_state: dict[str, Tensor],
-    result: tuple[Tensor, dict[str, Tensor], dict[str, Tensor]],
-    active: Tensor,
-) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
-    """A loss-aware weighting's step under ``nonfinite="skip_task"``: the inactive tasks
-    get weight 0, keep their per-task state (first dimension ``num_tasks``, as
-    :meth:`Rule.weights_subset <mbkernels.rules.Rule.weights_subset>`) and give their
-    parameters no gradient."""
-    weights, new_state, grads = result
-    held = {}
-    for name, value in new_state.items():
-        if value.dim() >= 1 and value.shape[0] == num_tasks:
-            keep = active.reshape(-1, *([1] * (value.dim() - 1)))
-            value = torch.where(keep, value, old_state[name].to(value.dtype))
-        held[name] = value
-    zero_inactive = {name: torch.where(active, g, torch.zeros_like(g)) for name, g in grads.items()}
-    return torch.where(active, weights, torch.zeros_like(weights)), held, zero_inactive
 
 
 def _pass1_tensor(fast: Tensor | None, values: list[float]) -> Tensor:

@@ -65,8 +65,8 @@ class _Pair:
         z = self.model.bottom(x)
         z.retain_grad()
         task_losses = self.model.task_losses(self.bal(z), y)
-        self.bal.observe(task_losses)
-        sum(task_losses).backward()
+        aux = self.bal.observe(task_losses)
+        (sum(task_losses) + aux).backward()
         self.grads = {n: p.grad.clone() for n, p in self.bal.named_parameters()}
         self.opt.step()
         assert z_ref.grad is not None and z.grad is not None

@@ -13,9 +13,12 @@ losses ``L_t`` the user hands the balancer with :meth:`Balancer.observe
   shared representation (the Gram diagonal).
 
 Like every rule, a weighting is pure: :meth:`LossWeighting.loss_step` returns the
-weights, the new state and the gradients of its learned parameters (``nn.Parameter`` objects
-of the balancer, for the user's optimiser) without changing anything; the balancer
-commits them when the step is finite.
+weights and the new state without changing anything; the balancer commits them when the
+step is finite. Learned parameters (``nn.Parameter`` objects of the balancer, for the
+user's optimiser) get their gradients from autograd: :meth:`LossWeighting.parameter_term`
+is the part of ``F`` that depends on them, and :meth:`Balancer.observe
+<mbkernels.Balancer.observe>` returns ``term - term.detach()`` (zero-valued) for the user
+to add to the loss they back-propagate.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ class LossStep(NamedTuple):
 
     weights: Tensor  # [T] float64: the factor of each task's representation gradient
     state: State  # the rule state after the step
-    grads: dict[str, Tensor]  # d objective / d parameter, for each learned parameter
 
 
 class LossWeighting(Rule):
@@ -50,11 +52,23 @@ class LossWeighting(Rule):
     uses_cross_terms: ClassVar[bool] = False
     #: The losses must be ``> 0`` (the weighting takes their logarithm or divides by them).
     positive_losses: bool = False
+    #: State entries computed from the losses alone (per task, first dimension ``T``).
+    #: Under ``nonfinite="skip_task"`` a dropped task's loss was still finite and
+    #: observed, so these are committed for every task; the other per-task entries
+    #: (derived from the gradients or the weights) are held for a dropped task.
+    loss_state: ClassVar[tuple[str, ...]] = ()
 
     def init_parameters(self, device: torch.device | None = None) -> dict[str, Tensor]:
         """Initial values of the learned parameters (float64 ``[T]``), which the balancer
         registers as ``nn.Parameter`` objects; ``{}`` for weightings without any."""
         return {}
+
+    def parameter_term(self, losses: Tensor, params: Mapping[str, Tensor]) -> Tensor | None:
+        """The terms of ``F`` that depend on the learned parameters, at ``losses`` (float64
+        ``[T]``, constants) and ``params`` (the ``nn.Parameter`` objects): a 0-d tensor whose
+        gradient with respect to ``params`` is ``dF/dparams``; ``None`` (this default) for
+        weightings without learned parameters."""
+        return None
 
     @abstractmethod
     def loss_step(
@@ -65,11 +79,11 @@ class LossWeighting(Rule):
         state: Mapping[str, Tensor],
         step: Tensor,
     ) -> LossStep:
-        """This step's weights, new state and parameter gradients.
+        """This step's weights and new state.
 
         Args:
-            losses: ``[T]`` float64, the observed losses (finite; ``> 0`` when
-                ``positive_losses``).
+            losses: ``[T]`` float64, the observed losses (finite, within
+                :meth:`loss_bounds`).
             sq_norms: ``[T]`` float64, the squared norms of the task gradients on the
                 shared representation (the Gram diagonal).
             params: the learned parameters' values (float64, detached).
@@ -86,19 +100,43 @@ class LossWeighting(Rule):
             f"backward (the Gram matrix alone does not determine its weights)"
         )
 
-    def check_losses(self, losses: Tensor) -> None:
-        """Raise ``ValueError`` if ``losses`` (float64 ``[T]``, finite) are out of this
-        weighting's domain (``positive_losses``: every loss ``> 0``)."""
-        if self.positive_losses and bool((losses <= 0).any()):
+    def loss_bounds(self) -> tuple[tuple[float, ...], bool, str]:
+        """The domain of the losses: ``(low, strict, why)``, every loss ``L_t > low[t]``
+        (``strict``) or ``L_t >= low[t]``, and why (for the error message). The default:
+        no bound, or ``> 0`` with ``positive_losses``."""
+        low = 0.0 if self.positive_losses else -math.inf
+        return (low,) * self.num_tasks, True, "it divides by them or takes their logarithm"
+
+    def check_losses(self, losses: Sequence[float]) -> None:
+        """Raise ``ValueError`` naming the task index(es) and the allowed range if
+        ``losses`` (``T`` finite host floats) are out of this weighting's domain
+        (:meth:`loss_bounds`)."""
+        low, strict, why = self.loss_bounds()
+        bad = [
+            i
+            for i, (value, bound) in enumerate(zip(losses, low))
+            if (value <= bound if strict else value < bound)
+        ]
+        if bad:
+            sign = ">" if strict else ">="
+            if len(set(low)) == 1:
+                allowed = f"{sign} {low[0]!r}"
+            else:
+                allowed = f"{sign} {list(low)!r} (per task)"
             raise ValueError(
-                f"losses must be > 0 for rule {self.name!r} (it divides by them or takes "
-                f"their logarithm), got {losses.tolist()}"
+                f"losses must be {allowed} for rule {self.name!r} ({why}); got "
+                f"{list(losses)}, out of that range at task index(es) {bad}"
             )
 
     def after_step(self, losses: Tensor, state: Mapping[str, Tensor]) -> State | None:
         """The state after the optimiser step, from the losses recomputed on the same
         batch (:meth:`Balancer.update <mbkernels.Balancer.update>`); ``None`` (this
         default): the weighting has no such update."""
+        return None
+
+    def after_refused_step(self, state: Mapping[str, Tensor]) -> State | None:
+        """The state when :meth:`Balancer.update <mbkernels.Balancer.update>` follows a
+        refused balancing step (nothing to learn from); ``None`` (this default): as is."""
         return None
 
     def end_epoch(self, state: Mapping[str, Tensor]) -> State | None:

@@ -34,6 +34,7 @@ class DWA(LossWeighting):
     """
 
     name = "dwa"
+    loss_state = ("loss_sum",)
 
     def __init__(self, num_tasks: int, temperature: float = 2.0) -> None:
         super().__init__(num_tasks)
@@ -68,7 +69,7 @@ class DWA(LossWeighting):
             "history": history,
             "epochs": state["epochs"],
         }
-        return LossStep(weights, new_state, {})
+        return LossStep(weights, new_state)
 
     def end_epoch(self, state: Mapping[str, Tensor]) -> State:
         batches = state["batches"]

@@ -45,6 +45,7 @@ class FAMO(LossWeighting):
     """
 
     name = "famo"
+    loss_state = ("prev_losses",)
 
     def __init__(
         self,
@@ -76,13 +77,9 @@ class FAMO(LossWeighting):
             "pending": torch.zeros((), dtype=torch.int64, device=device),
         }
 
-    def check_losses(self, losses: Tensor) -> None:
-        bounds = losses.new_tensor(self.min_losses)
-        if bool((losses <= bounds).any()):
-            raise ValueError(
-                f"losses must be above min_losses={list(self.min_losses)} for rule 'famo' "
-                f"(it takes the logarithm of L - min_losses), got {losses.tolist()}"
-            )
+    def loss_bounds(self) -> tuple[tuple[float, ...], bool, str]:
+        low = tuple(b - EPS for b in self.min_losses)
+        return low, True, "it takes log(L - min_losses + 1e-8)"
 
     def loss_step(
         self,
@@ -99,13 +96,14 @@ class FAMO(LossWeighting):
             "prev_losses": losses.clone(),
             "pending": torch.ones_like(state["pending"]),
         }
-        return LossStep(ratio / ratio.sum(), new_state, {})
+        return LossStep(ratio / ratio.sum(), new_state)
 
     def after_step(self, losses: Tensor, state: Mapping[str, Tensor]) -> State:
         if int(state["pending"]) != 1:
             raise ValueError(
                 "bal.update(losses) for rule 'famo' must follow a balancing step (observe, "
-                "backward, optimiser step, then update once with the recomputed losses)"
+                "backward, optimiser step, then update once with the recomputed losses); "
+                "there was none since the last update"
             )
         bounds = losses.new_tensor(self.min_losses)
         delta = torch.log(state["prev_losses"] - bounds + EPS) - torch.log(losses - bounds + EPS)
@@ -129,6 +127,9 @@ class FAMO(LossWeighting):
             "pending": torch.zeros_like(state["pending"]),
         }
 
+    def after_refused_step(self, state: Mapping[str, Tensor]) -> State:
+        return {**state, "pending": torch.zeros_like(state["pending"])}
+
     def check_state(self, state: Mapping[str, Tensor], prefix: str = "") -> None:
         for name, low, high in (("adam_step", 0, None), ("pending", 0, 1)):
             value = int(state[name])
@@ -142,6 +143,15 @@ class FAMO(LossWeighting):
                 f"state_dict entry {prefix + 'exp_avg_sq'!r} must be >= 0, "
                 f"got {state['exp_avg_sq'].tolist()}"
             )
+        if int(state["pending"]) == 1:
+            floor = torch.tensor(self.min_losses, dtype=torch.float64) - EPS
+            prev = state["prev_losses"].detach().cpu().to(torch.float64)
+            if bool((prev <= floor).any()):
+                raise ValueError(
+                    f"state_dict entry {prefix + 'prev_losses'!r} must be > min_losses - 1e-8 "
+                    f"= {floor.tolist()} while a step is pending (they are the losses of that "
+                    f"step), got {prev.tolist()}"
+                )
 
     def config(self) -> dict[str, Any]:
         return {

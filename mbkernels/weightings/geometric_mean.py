@@ -35,4 +35,4 @@ class GeometricMean(LossWeighting):
         state: Mapping[str, Tensor],
         step: Tensor,
     ) -> LossStep:
-        return LossStep(self.objective(losses) / (self.num_tasks * losses), {}, {})
+        return LossStep(self.objective(losses) / (self.num_tasks * losses), {})

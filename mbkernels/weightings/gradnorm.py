@@ -44,6 +44,7 @@ class GradNorm(LossWeighting):
     """
 
     name = "gradnorm"
+    loss_state = ("initial_losses",)
     positive_losses = True
 
     def __init__(self, num_tasks: int, alpha: float = 1.5, lr: float = 0.025) -> None:
@@ -81,7 +82,7 @@ class GradNorm(LossWeighting):
             "initial_losses": initial,
             "started": torch.ones_like(state["started"]),
         }
-        return LossStep(w.clone(), new_state, {})
+        return LossStep(w.clone(), new_state)
 
     def check_state(self, state: Mapping[str, Tensor], prefix: str = "") -> None:
         if bool((state["task_weights"] < 0).any()):

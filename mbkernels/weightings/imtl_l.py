@@ -14,15 +14,21 @@ class IMTLL(LossWeighting):
     """Learned log-scales ``s_t``: ``F = sum_t (exp(s_t) L_t - s_t)``.
 
     As in the paper and TorchJD's ``IMTLL``: weights ``w_t = exp(s_t)``; ``s`` is the
-    balancer's ``nn.Parameter`` ``log_scale`` (initial 0), whose gradient
-    ``dF/ds_t = exp(s_t) L_t - 1`` the backward adds to ``log_scale.grad`` for the user's
-    optimiser. At its minimum over ``s``, ``exp(s_t) L_t = 1``: every scaled loss is 1.
+    balancer's ``nn.Parameter`` ``log_scale`` (initial 0). Its gradient
+    ``dF/ds_t = exp(s_t) L_t - 1`` comes from autograd through the zero-valued term
+    :meth:`Balancer.observe <mbkernels.Balancer.observe>` returns, added to the loss that
+    is back-propagated. At its minimum over ``s``, ``exp(s_t) L_t = 1``: every scaled
+    loss is 1.
     """
 
     name = "imtl_l"
 
     def init_parameters(self, device: torch.device | None = None) -> dict[str, Tensor]:
         return {"log_scale": torch.zeros(self.num_tasks, dtype=torch.float64, device=device)}
+
+    def parameter_term(self, losses: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        s = params["log_scale"]
+        return (torch.exp(s) * losses - s).sum()
 
     def loss_step(
         self,
@@ -32,5 +38,4 @@ class IMTLL(LossWeighting):
         state: Mapping[str, Tensor],
         step: Tensor,
     ) -> LossStep:
-        scale = torch.exp(params["log_scale"])
-        return LossStep(scale, {}, {"log_scale": scale * losses - 1.0})
+        return LossStep(torch.exp(params["log_scale"]), {})

@@ -19,15 +19,18 @@ class LogLosses(LossWeighting):
 
     Args:
         num_tasks: number of tasks.
-        eps: added to each loss before the logarithm, ``>= 0`` (DB-MTL: ``1e-8``).
+        eps: added to each loss before the logarithm, ``>= 0`` (DB-MTL: ``1e-8``). The
+            losses must be ``> -eps``.
     """
 
     name = "log"
-    positive_losses = True
 
     def __init__(self, num_tasks: int, eps: float = 1e-8) -> None:
         super().__init__(num_tasks)
         self.eps = check_float("eps", eps, low=0.0, high=float("inf"), high_open=True)
+
+    def loss_bounds(self) -> tuple[tuple[float, ...], bool, str]:
+        return (-self.eps,) * self.num_tasks, True, "it takes log(L + eps)"
 
     def loss_step(
         self,
@@ -37,7 +40,7 @@ class LogLosses(LossWeighting):
         state: Mapping[str, Tensor],
         step: Tensor,
     ) -> LossStep:
-        return LossStep(1.0 / (losses + self.eps), {}, {})
+        return LossStep(1.0 / (losses + self.eps), {})
 
     def config(self) -> dict[str, Any]:
         return {"num_tasks": self.num_tasks, "eps": self.eps}

@@ -32,7 +32,9 @@ class STCH(LossWeighting):
       ``F = T mu log sum_t exp(u_t / mu)`` with ``u_t = log(L_t / n_t + 1e-20)``, so
       ``w_t = T softmax(u / mu)_t / (n_t (L_t / n_t + 1e-20))``. The authors warm up for
       whole epochs and average the last warm-up epoch's losses; here the warm-up is
-      counted in steps and every warm-up step is averaged.
+      counted in steps and every warm-up step is averaged. The losses must be ``>= 0``
+      (a task whose warm-up losses are all 0 has nadir 0, and the steps after the
+      warm-up get non-finite weights: refused by the non-finite policy).
 
     Args:
         num_tasks: number of tasks.
@@ -47,6 +49,7 @@ class STCH(LossWeighting):
     """
 
     name = "stch"
+    loss_state = ("loss_sum",)
 
     def __init__(
         self,
@@ -70,7 +73,16 @@ class STCH(LossWeighting):
         else:
             self.preferences = check_preferences("preferences", preferences, t)
         self.reference = check_vector("reference", reference, t, 0.0)
-        self.positive_losses = self.warmup > 0
+
+    def loss_bounds(self) -> tuple[tuple[float, ...], bool, str]:
+        if self.warmup == 0:
+            return super().loss_bounds()
+        return (
+            (0.0,) * self.num_tasks,
+            False,
+            "with warmup > 0 it takes log(L + 1e-20) and averages the losses into the nadir "
+            "point, which divides them",
+        )
 
     def init_state(self, device: torch.device | None = None) -> State:
         return {
@@ -89,7 +101,7 @@ class STCH(LossWeighting):
         if self.warmup == 0:
             p = losses.new_tensor(self.preferences)
             shifted = p * (losses - losses.new_tensor(self.reference))
-            return LossStep(p * torch.softmax(shifted / self.mu, dim=0), dict(state), {})
+            return LossStep(p * torch.softmax(shifted / self.mu, dim=0), dict(state))
         count = state["count"]
         warming = count < self.warmup
         log_weights = 1.0 / (losses + LOG_EPS)
@@ -101,7 +113,7 @@ class STCH(LossWeighting):
             "loss_sum": torch.where(warming, state["loss_sum"] + losses, state["loss_sum"]),
             "count": torch.where(warming, count + 1, count),
         }
-        return LossStep(torch.where(warming, log_weights, stch_weights), new_state, {})
+        return LossStep(torch.where(warming, log_weights, stch_weights), new_state)
 
     def check_state(self, state: Mapping[str, Tensor], prefix: str = "") -> None:
         count = int(state["count"])

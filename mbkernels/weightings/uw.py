@@ -16,14 +16,19 @@ class UW(LossWeighting):
     The form TorchJD's ``UW`` uses (Kendall et al.'s regression likelihood
     ``L_t / (2 sigma_t^2) + log sigma_t`` with ``s_t = log sigma_t^2``). Weights
     ``w_t = exp(-s_t) / 2``; ``s`` is the balancer's ``nn.Parameter`` ``log_var``
-    (initial 0), whose gradient ``dF/ds_t = (1 - exp(-s_t) L_t) / 2`` the backward adds
-    to ``log_var.grad`` for the user's optimiser.
+    (initial 0). Its gradient ``dF/ds_t = (1 - exp(-s_t) L_t) / 2`` comes from autograd
+    through the zero-valued term :meth:`Balancer.observe <mbkernels.Balancer.observe>`
+    returns, added to the loss that is back-propagated.
     """
 
     name = "uw"
 
     def init_parameters(self, device: torch.device | None = None) -> dict[str, Tensor]:
         return {"log_var": torch.zeros(self.num_tasks, dtype=torch.float64, device=device)}
+
+    def parameter_term(self, losses: Tensor, params: Mapping[str, Tensor]) -> Tensor:
+        s = params["log_var"]
+        return 0.5 * (torch.exp(-s) * losses + s).sum()
 
     def loss_step(
         self,
@@ -34,4 +39,4 @@ class UW(LossWeighting):
         step: Tensor,
     ) -> LossStep:
         precision = torch.exp(-params["log_var"])
-        return LossStep(0.5 * precision, {}, {"log_var": 0.5 - 0.5 * precision * losses})
+        return LossStep(0.5 * precision, {})

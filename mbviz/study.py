@@ -462,32 +462,59 @@ def _rows(
     against the single-task runs' validation metrics), ``step_ms`` and, with
     ``diagnostics``, every task's mean balance weight and mean gradient norm on Z over
     training (``"<task> weight"``, ``"<task> grad_norm"``)."""
-    cmp = compare(
-        problem,
-        rules=methods,
-        seeds=(seed,),
-        config=base,
-        rule_kwargs=rule_kwargs,
-        progress=False,
-        baseline_runs=single.baseline_runs,
-    )
-    tab = cmp.table()
-    tab = tab[tab["method"] != "single-task"].reset_index(drop=True)
+    pd = require("pandas")
+    tabs, results = [], []
+    for method in methods:  # one compare per method: a variant gets its own kwargs and name
+        rule, extra = parse_method(method)
+        kw = {rule: {**(rule_kwargs or {}).get(rule, {}), **extra}}
+        cmp = compare(
+            problem,
+            rules=(rule,),
+            seeds=(seed,),
+            config=base,
+            rule_kwargs=kw,
+            progress=False,
+            baseline_runs=single.baseline_runs,
+        )
+        tb = cmp.table()
+        tabs.append(tb[tb["method"] != "single-task"].assign(method=method))
+        results += cmp.results
+    tab = pd.concat(tabs, ignore_index=True)
     val_base = _val_baselines(single.baseline_runs)
     higher = {
         t: M.HIGHER_IS_BETTER[M.PRIMARY_METRIC[k]]
         for t, k in zip(problem.task_names, problem.task_kinds)
     }
-    tab["val_delta_m"] = [M.delta_m(r.primary("val"), val_base, higher) for r in cmp.results]
+    tab["val_delta_m"] = [M.delta_m(r.primary("val"), val_base, higher) for r in results]
     tab["step_ms"] = [
-        1e3 * float(r.history.drop_duplicates("step")["step_time"].median()) for r in cmp.results
+        1e3 * float(r.history.drop_duplicates("step")["step_time"].median()) for r in results
     ]
     if diagnostics:
         for t in problem.task_names:
-            per = [r.history[r.history["task"] == t] for r in cmp.results]
+            per = [r.history[r.history["task"] == t] for r in results]
             tab[f"{t} weight"] = [float(h["weight"].mean()) for h in per]
             tab[f"{t} grad_norm"] = [float(h["norm"].mean()) for h in per]
     return tab
+
+
+def parse_method(method: str) -> tuple[str, dict[str, Any]]:
+    """A study method name and its fixed keyword arguments: ``"multibalance"`` or a
+    variant such as ``"multibalance[relax=1]"`` (``rule[key=value,...]``; numbers become
+    floats). A variant's keywords override the study's ``rule_kwargs`` for that rule, and
+    its rows keep the full name in the ``method`` column."""
+    if not method.endswith("]"):
+        return method, {}
+    rule, _, args = method[:-1].partition("[")
+    kw: dict[str, Any] = {}
+    for item in filter(None, args.split(",")):
+        key, eq, value = item.partition("=")
+        if not (eq and key.strip()):
+            raise ValueError(f"method {method!r}: expected rule[key=value,...]")
+        try:
+            kw[key.strip()] = float(value)
+        except ValueError:
+            kw[key.strip()] = value.strip()
+    return rule, kw
 
 
 def _val_baselines(baseline_runs: Sequence[Any]) -> dict[str, float]:

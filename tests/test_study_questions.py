@@ -25,10 +25,12 @@ from mbviz.study import (
     SPARSE_TASK,
     WAGE_RARE_THRESHOLD,
     higher_is_better,
+    imbalance,
     load_manifest,
     load_results,
     metric_columns,
     movielens_with_conversion,
+    parse_method,
     positive_rate,
     results_dir,
     runs_to_match,
@@ -227,6 +229,39 @@ def test_sparse_records_weights_and_gradient_norms() -> None:
     assert set(s["method"]) == {"multibalance"} and "conversion ne" in set(s["metric"])
     with pytest.raises(ValueError, match="must be binary"):
         sparse(problem, task="dense1", seeds=(0,), config=TINY, progress=False)
+
+
+def test_method_variants_get_their_own_kwargs_and_name(synth) -> None:
+    assert parse_method("mgda_ub") == ("mgda_ub", {})
+    assert parse_method("multibalance[relax=1,reference=mean]") == (
+        "multibalance",
+        {"relax": 1.0, "reference": "mean"},
+    )
+    with pytest.raises(ValueError, match="key=value"):
+        parse_method("multibalance[relax]")
+    methods = ("equal", "multibalance", "multibalance[relax=1]")
+    st = imbalance(
+        synth,
+        exponents=(0,),
+        methods=methods,
+        seeds=(0,),
+        config=TINY,
+        rule_kwargs={"multibalance": {"relax": 0.5}},
+        progress=False,
+    )
+    r = st.runs.set_index("method")
+    assert list(r.index) == ["single-task", *methods]
+    ref = imbalance(
+        synth,
+        exponents=(0,),
+        methods=("multibalance",),
+        seeds=(0,),
+        config=TINY,
+        rule_kwargs={"multibalance": {"relax": 1.0}},
+        progress=False,
+    ).runs.set_index("method")
+    assert r.loc["multibalance[relax=1]", "delta_m"] == ref.loc["multibalance", "delta_m"]
+    assert r.loc["multibalance", "delta_m"] != ref.loc["multibalance", "delta_m"]
 
 
 # ---------------------------------------------------------------------- shipped results

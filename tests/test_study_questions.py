@@ -6,6 +6,7 @@ sparse question's weights and gradient norms, the shipped results and the comman
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -293,6 +294,19 @@ def test_manifest_names_every_shipped_csv() -> None:
     assert shipped == named
     for entry in manifest:
         assert entry["command"].startswith("python -m mbviz study ") and entry["wall_s"] > 0
+    # pyproject's package-data ships them (and this folder's README and manifest)
+    import fnmatch
+    import sys
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pytest depends on tomli before Python 3.11
+        import tomli as tomllib
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    patterns = globs["package-data"]["mbviz"]
+    for name in (*shipped, "manifest.json", "README.md"):
+        assert any(fnmatch.fnmatch(f"data/study/{name}", p) for p in patterns), name
 
 
 def test_load_results_rejects_unknown_names() -> None:

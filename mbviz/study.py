@@ -18,23 +18,37 @@ the shape of the differences and is robust to a single wild seed. With 10 seeds 
 smallest sign-test p-value is 2/1024 ≈ 0.002 (all seeds agree); 9 of 10 gives 0.021,
 8 of 10 gives 0.109.
 
-The question implemented here is **imbalance** (:func:`imbalance`): multiply one task's
-training loss by ``10**k`` and see which methods keep their test metrics. ::
+Three questions, each on ``--problem movielens|wage|synthetic`` (:func:`study_problem`
+builds every problem in one place; MultiBalance's ``relax``/``reference``/``beta`` are
+chosen on validation by :func:`select_multibalance`, ``study select``):
 
-    python -m mbviz study imbalance --task rating -o imbalance.csv      # MovieLens
-    python -m mbviz study imbalance --problem synthetic --seeds 0 1 2 --exponents -2 0 2
+- **imbalance** (:func:`imbalance`): one task's training loss times ``10**k``; which
+  methods keep their test metrics?
+- **tuning** (:func:`tuning`): the best static loss weights of a random search of a stated
+  budget (chosen on validation, reported on test) against the rules at their settings;
+  :func:`search_curve` gives test Δm% against the number of search runs.
+- **sparse** (:func:`sparse`): a rare binary task next to dense ones; per-task NE, mean
+  weights and mean gradient norms on Z. ::
+
+    python -m mbviz study select --problem wage                     # relax, reference, beta
+    python -m mbviz study imbalance --problem movielens --task rating -o imbalance.csv
+    python -m mbviz study tuning --problem wage --budget 16 --curve-output curve.csv
+    python -m mbviz study sparse --problem synthetic --methods equal multibalance
 
 or from Python::
 
-    from mbviz.study import imbalance
+    from mbviz.study import imbalance, load_results
     st = imbalance(task="rating")          # MovieLens, 3 methods x 7 scales x 10 seeds
     st.runs                                # tidy: one row per run
     st.summary()                           # paired differences against "equal"
+    load_results("sparse", "wage")         # the shipped full study (mbviz/data/study)
 
 The tidy run table (:data:`RUN_COLUMNS`, then one column per task metric such as
-``"engagement ne"``, then ``delta_m``) has one row per training run; the single-task
-baselines that Δm% is measured against appear with ``method="single-task"`` and a
-missing ``value``.
+``"engagement ne"``, then ``delta_m``, ``val_delta_m`` and diagnostics such as
+``step_ms``) has one row per training run; the single-task baselines that Δm% is
+measured against appear with ``method="single-task"`` and a missing ``value``. A method
+may be a rule variant with fixed keywords, e.g. ``"multibalance[relax=1]"``
+(:func:`parse_method`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
     python -m mbviz report -o report.html [--size 1] [--only 00 06]
     python -m mbviz compare [--rules equal multibalance mgda_ub] [--seeds 0 1 2]
-    python -m mbviz study imbalance [--task rating] [--exponents -3 0 3] [-o runs.csv]
+    python -m mbviz study imbalance|tuning|sparse|select --problem movielens|wage|synthetic
 
 New subcommands register in :func:`build_parser`.
 """

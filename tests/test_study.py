@@ -146,7 +146,8 @@ def test_methods_at_one_seed_see_the_same_init_and_batches(synth) -> None:
         progress=False,
     )
     s = st.summary(n_boot=200)
-    assert len(s) == 2 * 3 and (s["diff_mean"] == 0).all() and (s["sign_p"] == 1).all()
+    # 2 values x (two task metrics, test and validation Δm%)
+    assert len(s) == 2 * 4 and (s["diff_mean"] == 0).all() and (s["sign_p"] == 1).all()
     assert (s["n"] == 2).all() and (s["ci_low"] == 0).all() and (s["ci_high"] == 0).all()
     eq = st.runs[(st.runs["method"] == "equal") & (st.runs["value"] == 0)].set_index("seed")
     assert eq.loc[0, "task1 rmse"] != eq.loc[1, "task1 rmse"]  # seeds do differ
@@ -170,14 +171,15 @@ def test_run_table_columns_and_binary_tasks_report_ne() -> None:
     )
     runs = st.runs
     metrics = ["y_small rmse", "clicked auc", "clicked ne", "clicked logloss", "delta_m"]
-    assert list(runs.columns) == [*RUN_COLUMNS, *metrics]
+    metrics += ["val_delta_m"]  # Δm% of the validation metrics
+    assert list(runs.columns) == [*RUN_COLUMNS, *metrics, "step_ms"]  # step_ms: diagnostic
     assert len(runs) == 2 * (1 + 2 * 3)  # per seed: one single-task row, 2 k x 3 methods
     assert set(runs["question"]) == {"imbalance"} and set(runs["dataset"]) == {"tabular"}
     assert set(runs["param"]) == {"log10_scale_clicked"}
     single = runs[runs["method"] == "single-task"]
     assert single["value"].isna().all() and (single["delta_m"] == 0).all()
     trained = runs[runs["method"] != "single-task"]
-    assert np.isfinite(trained[metrics].to_numpy()).all()
+    assert np.isfinite(trained[metrics].to_numpy()).all() and (trained["step_ms"] > 0).all()
     assert 0 < trained["clicked ne"].min() and trained["clicked ne"].max() < 2
     levels = dict(zip(trained["method"], trained["level"]))
     assert levels["metabalance_params"] == "parameter" and levels["equal"] == "representation"

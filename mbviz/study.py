@@ -883,6 +883,18 @@ def load_results(
     return pd.concat(frames, ignore_index=True)
 
 
+def chosen_multibalance(dataset: str) -> dict[str, Any]:
+    """MultiBalance's ``relax``, ``reference`` and ``beta`` for ``dataset`` as chosen by
+    the shipped validation sweep (``select_<dataset>.csv``, :func:`select_multibalance`):
+    the combination with the highest mean validation Δm%, as the rule's keyword
+    arguments (``reference="target"`` is the first task, MultiBalance's default target)."""
+    runs = load_results("select", dataset)
+    mb = runs[runs["method"] == "multibalance"]
+    best = str(mb.groupby("param")["val_delta_m"].mean().idxmax())
+    kw = dict(item.split("=", 1) for item in best.split(","))
+    return {"relax": float(kw["relax"]), "reference": kw["reference"], "beta": float(kw["beta"])}
+
+
 def load_manifest() -> list[dict[str, Any]]:
     """How each shipped CSV was made: file, exact command, wall time (``manifest.json``)."""
     import json

@@ -336,3 +336,20 @@ def test_cli_tuning_sparse_select_smoke(tmp_path, capsys) -> None:
     argv = ["study", "select", "--problem", "synthetic", "--seeds", "0", "--steps", "3"]
     assert main([*argv, "--batch-size", "16", "--no-progress"]) == 0
     assert "MultiBalance chosen on validation" in capsys.readouterr().out
+
+
+def test_the_chosen_multibalance_settings_are_those_the_shipped_commands_used() -> None:
+    """chosen_multibalance reads the validation sweep; the manifest's commands ran with it."""
+    from mbviz.study import chosen_multibalance, load_manifest, load_results
+
+    first_task = {"movielens": "engagement", "wage": "wage"}
+    for entry in load_manifest():
+        if entry["question"] == "select":
+            continue
+        kw = chosen_multibalance(entry["dataset"])
+        command = entry["command"]
+        assert f"--relax {kw['relax']}" in command and f"--beta {kw['beta']}" in command
+        ref = first_task[entry["dataset"]] if kw["reference"] == "target" else kw["reference"]
+        assert f"--reference {ref}" in command
+    sweep = load_results("select", "wage")
+    assert set(sweep["seed"]) == {100, 101, 102}  # not the study's seeds

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._cosine import unit_cosine
 from ._simplex import matvec
 from .base import Rule, State
 from .linear import check_preferences
@@ -57,13 +58,7 @@ class ConFIG(Rule):
     def weights(
         self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor
     ) -> tuple[Tensor, State]:
-        g = gram.to(torch.float64)
-        g = 0.5 * (g + g.T)
-        norms = g.diagonal().clamp_min(0).sqrt()
-        present = norms > 0
-        safe = torch.where(present, norms, torch.ones_like(norms))
-        both = present[:, None] & present[None, :]
-        cosine = torch.where(both, g / (safe[:, None] * safe[None, :]), torch.zeros_like(g))
+        g, present, safe, cosine = unit_cosine(gram)
         p = torch.tensor(self.preferences, dtype=g.dtype, device=g.device)
         x = matvec(torch.linalg.pinv(cosine, hermitian=True), p)
         # b = 0 up to rounding: p is (numerically) orthogonal to the range of C

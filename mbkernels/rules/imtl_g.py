@@ -33,6 +33,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from ._cosine import unit_cosine
 from ._simplex import matvec
 from .base import Rule, State
 
@@ -45,13 +46,7 @@ class IMTLG(Rule):
     def weights(
         self, gram: Tensor, state: Mapping[str, Tensor], step: Tensor
     ) -> tuple[Tensor, State]:
-        g = gram.to(torch.float64)
-        g = 0.5 * (g + g.T)
-        norms = g.diagonal().clamp_min(0).sqrt()
-        present = norms > 0
-        safe = torch.where(present, norms, torch.ones_like(norms))
-        both = present[:, None] & present[None, :]
-        cosine = torch.where(both, g / (safe[:, None] * safe[None, :]), torch.zeros_like(g))
+        g, present, safe, cosine = unit_cosine(gram)
         ones = present.to(g.dtype)
         pinv = torch.linalg.pinv(cosine, hermitian=True)
         x = torch.where(present, matvec(pinv, ones) / safe, torch.zeros_like(ones))

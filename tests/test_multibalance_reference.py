@@ -63,8 +63,13 @@ def test_relax_zero_is_the_plain_sum(num_tasks: int) -> None:
         z = model.bottom(x)
         sum(model.task_losses([z] * num_tasks, y)).backward()
         plain = [p.grad.clone() for p in model.parameters()]
+        # every weight is exactly 1: what is left is the order in which the T float32
+        # task gradients are added (the fork's weighted sum against autograd's
+        # accumulation), a few float32 roundings relative to the gradients' scale
+        assert bal.stats is not None and bool((bal.stats.weights == 1.0).all())
+        scale = max(float(b.abs().max()) for b in plain)
         for a, b in zip(balanced, plain):
-            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=num_tasks * 2e-7 * scale)
 
 
 @pytest.mark.parametrize("num_tasks", [1, 2, 3, 5])

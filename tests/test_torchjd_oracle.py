@@ -178,7 +178,9 @@ def test_dual_cone_rules_match_torchjd_on_drawn_jacobians(
 def test_config_is_torchjd_config(kind: str, t: int) -> None:
     """Same default (preferences 1 each, the sum's scale)."""
     jac = jacobian(kind, t)
-    rtol = 1e-6 if kind == "near_parallel" else 1e-9
+    # near-parallel rows, and the pseudo-inverse of a rank-deficient one (whose rounding
+    # differs between LAPACK builds and CPUs: 7e-9 on one Xeon), are ill-conditioned
+    rtol = {"near_parallel": 1e-6, "rank_deficient": 1e-7}.get(kind, 1e-9)
     assert_same(fork(mbk.ConFIG(t), jac), tjd.ConFIG()(jac), jac, rtol)
     ours = fork(mbk.ConFIG(t, preferences=prefs(t)), jac)
     assert_same(ours, tjd.ConFIG(pref_vector=prefs(t))(jac), jac, rtol)

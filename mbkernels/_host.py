@@ -19,8 +19,10 @@ in the same order; ``tests/test_host_path.py``).
 
 from __future__ import annotations
 
+import threading
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -55,10 +57,12 @@ def norms_small(grads: Sequence[Tensor]) -> list[float] | None:
     if g.numel() >= NORM_ROW or g.dtype != torch.float32:
         return None
     rows = torch.stack(list(grads)).view(len(grads), -1)  # stack copies: any layout is fine
-    norms = torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32).tolist()
-    # float32 square: the float64 product of two float32 numbers is exact, so one
-    # rounding to float32 gives what the float32 multiplication gives
-    return to_float32([x * x for x in norms])
+    norms_t = torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32)
+    norms = (norms_t.detach() if norms_t.requires_grad else norms_t).numpy()
+    # the float32 square as NumPy computes it (IEEE multiplication, as torch's): one
+    # small array op instead of a tensor op's dispatch
+    squares: list[float] = (norms * norms).tolist()
+    return squares
 
 
 def pass2(grads: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
@@ -71,7 +75,7 @@ def pass2(grads: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
     if g0.dtype != torch.float32 or g0.numel() > CPU_SUM_CHUNK or g0.numel() == 0:
         return weighted_sum_torch(grads, weights)
     w, shift = _fit_weights(list(weights), torch.float32)
-    if shift != 1.0 or not all(g.is_contiguous() for g in grads):
+    if shift != 1.0 or not all(map(Tensor.is_contiguous, grads)):
         return weighted_sum_torch(grads, weights)
     out = torch.mul(g0, w[0])
     for g, wt in zip(grads[1:], w[1:]):
@@ -94,5 +98,30 @@ def underflow_bound(numel: int) -> float:
 
 
 def in_float32_range(diag: Sequence[float], low: float) -> bool:
-    """Every entry is in ``[low, FLOAT32_MAX]`` (NaN is not): no float64 recomputation."""
-    return all(low <= d <= FLOAT32_MAX for d in diag)
+    """Every entry of ``diag`` (finite numbers) is in ``[low, FLOAT32_MAX]``: no float64
+    recomputation."""
+    return low <= min(diag) and max(diag) <= FLOAT32_MAX
+
+
+# Per thread, per length: a float64 tensor and the NumPy view of its memory.
+_scratch = threading.local()
+
+
+def float64_op(values: Sequence[float], op: Callable[[Tensor], object]) -> list[float]:
+    """``values`` after ``op`` ran in place on them as a contiguous float64 CPU tensor of
+    their length: torch's own element-wise results (its vectorised ``sqrt`` and ``pow``
+    are not always libm's, so a host rule that must match a tensor rule bit for bit
+    calls the same op). The tensor is reused, so the values go in and out through
+    NumPy: no tensor is created."""
+    cache: dict[int, tuple[Tensor, Any]] | None = getattr(_scratch, "by_length", None)
+    if cache is None:
+        cache = _scratch.by_length = {}
+    pair = cache.get(len(values))
+    if pair is None:
+        tensor = torch.empty(len(values), dtype=torch.float64)
+        pair = cache[len(values)] = (tensor, tensor.numpy())
+    tensor, view = pair
+    view[:] = values
+    op(tensor)
+    out: list[float] = view.tolist()
+    return out

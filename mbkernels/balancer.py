@@ -40,7 +40,9 @@ The statistics keep their dtype under ``.half()``/``.to(dtype)`` (:meth:`_apply`
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -220,8 +222,12 @@ class Balancer(nn.Module):
             "weights": torch.float64,
             "refused_streak": torch.int64,
         }
+        # the rule's floating-point state: checked for finiteness on the host path
+        self._host_float_state = tuple(
+            name for name in self._state_names if self._host_dtypes[name].is_floating_point
+        )
         # (buffers, their data pointers, NumPy views of them): see _host_buffers
-        self._host_views: tuple[dict[str, Tensor], list[int], dict[str, Any]] | None = None
+        self._host_views: tuple[list[Tensor], list[int], dict[str, Any]] | None = None
         # a step taken on the host path, from which `stats` is built when read
         self._host_record: tuple[Any, ...] | None = None
         # the record of the latest step taken on the GPU device path (mbkernels._device)
@@ -256,6 +262,8 @@ class Balancer(nn.Module):
         # wrapper's own cost (~10 µs a call) is skipped.
         fork_fn = _fork_eager if torch.compiler.is_compiling() else fork
         outs = fork_fn(z, self.num_tasks, self.combine)
+        if not self._param_names:
+            return outs
         learned = [p for p in (getattr(self, n) for n in self._param_names) if p.requires_grad]
         if learned:
             outs = (_ParamAnchor.apply(outs[0], *learned), *outs[1:])
@@ -484,8 +492,15 @@ class Balancer(nn.Module):
             # balance or learn from. The plain sum has the right shape, dtype and device,
             # and the state is not touched.
             return _plain_sum(gs)
-        if self._device_rule and len(gs) == self.num_tasks:
-            state = _device.buffers(self, gs[0])
+        # the device path runs Triton: CUDA, or the CPU under TRITON_INTERPRET with
+        # backend="triton" (a plain CPU step does not ask)
+        g0 = gs[0]
+        if (
+            self._device_rule
+            and len(gs) == self.num_tasks
+            and (g0.is_cuda or self.backend == "triton")
+        ):
+            state = _device.buffers(self, g0)
             if state is not None:
                 combined = _device.combine(self, gs, state)
                 if combined is not None:
@@ -536,14 +551,16 @@ class Balancer(nn.Module):
         (:mod:`mbkernels._host`): CPU gradients and buffers, the PyTorch backend, a rule
         with a host implementation, no Gram reduction, loss scale or ``"skip_task"``
         policy, the buffers in their own dtypes; else ``None``."""
-        if not self._host_rule or grad.device.type != "cpu" or self.backend == "triton":
+        if not self._host_rule or not grad.is_cpu or self.backend == "triton":
             return None
         rule_attrs = self.rule.__dict__
         if "weights" in rule_attrs and "host_weights" not in rule_attrs:
             return None  # weights replaced on the instance (a spy), host_weights not
         if self.nonfinite == "skip_task" or self.gram_reduce is not None:
             return None
-        if current_scale(self.grad_scaler) is not None or active_group(self.process_group)[0]:
+        if self.grad_scaler is not None and current_scale(self.grad_scaler) is not None:
+            return None
+        if self.process_group is not None and active_group(self.process_group)[0]:
             return None
         return self._host_buffers()
 
@@ -556,21 +573,21 @@ class Balancer(nn.Module):
         cached = self._host_views
         if cached is not None:
             tensors, pointers, views = cached
-            if all(
-                buffers[name] is buf and buf.data_ptr() == ptr
-                for (name, buf), ptr in zip(tensors.items(), pointers)
-            ):
+            current = [buffers.get(name) for name in views]
+            # the same buffer objects, over the same memory
+            if all(map(operator.is_, current, tensors)) and pointers == [
+                buf.data_ptr() for buf in tensors
+            ]:
                 return views
-        tensors = {}
+        found = []
         for name, dtype in self._host_dtypes.items():
             buf = buffers[name]
             if buf is None or buf.device.type != "cpu" or buf.dtype != dtype:
                 self._host_views = None
                 return None
-            tensors[name] = buf
-        views = {name: buf.detach().numpy() for name, buf in tensors.items()}
-        pointers = [buf.data_ptr() for buf in tensors.values()]
-        self._host_views = (tensors, pointers, views)
+            found.append(buf)
+        views = {name: buf.detach().numpy() for name, buf in zip(self._host_dtypes, found)}
+        self._host_views = (found, [buf.data_ptr() for buf in found], views)
         return views
 
     def _combine_host(
@@ -593,26 +610,26 @@ class Balancer(nn.Module):
         else:
             diag = entries = values
         dtype = gs[0].dtype
+        if not all(map(math.isfinite, entries)):
+            return None, _pass1_tensor(fast, values)
         if self.range_check and dtype != torch.float16 and dtype != torch.float64:
             if not _host.in_float32_range(diag, _host.underflow_bound(gs[0].numel())):
                 return None, _pass1_tensor(fast, values)
-        if not all(map(math.isfinite, entries)):
-            return None, _pass1_tensor(fast, values)
-        views = {name: buffer_views[name] for name in self._state_names}
-        state = {name: view.tolist() for name, view in views.items()}
+        names = self._state_names
+        state = {name: buffer_views[name].tolist() for name in names}
         step_view = buffer_views["step"]
         step = int(step_view) + 1
         result = self.rule.host_weights(diag, state, step)
         if result is None:
             return None, _pass1_tensor(fast, values)
         weights, new_state = result
-        floats = [weights, *(v for name, v in new_state.items() if views[name].dtype.kind == "f")]
-        if not all(math.isfinite(x) for values_ in floats for x in values_):
+        floats = [new_state[name] for name in self._host_float_state]
+        if not all(map(math.isfinite, itertools.chain(weights, *floats))):
             return None, _pass1_tensor(fast, values)
         combined = _host.pass2(gs, weights)
         # commit, last (as in the general path): in place, through NumPy views
-        for name, view in views.items():
-            view[...] = new_state[name]
+        for name in names:
+            buffer_views[name][...] = new_state[name]
         step_view[...] = step
         buffer_views["weights"][...] = weights
         streak_view = buffer_views["refused_streak"]
@@ -1171,11 +1188,14 @@ class _Proposal(NamedTuple):
 
 def _holds_no_data(t: Tensor) -> bool:
     """A meta tensor or a FakeTensor: shape, dtype and device, but no values."""
-    if t.device.type == "meta":
+    if t.is_meta:
         return True
     if type(t) is Tensor and not _wraps_another(t):
         return False  # a plain tensor: what is_fake would find, in a fraction of its ~8 µs
     return _is_fake(t)
+
+
+_functorch = getattr(torch._C, "_functorch", None)
 
 
 def _wraps_another(t: Tensor) -> bool:
@@ -1183,8 +1203,7 @@ def _wraps_another(t: Tensor) -> bool:
     ``is_fake`` unwraps; the fake tensors themselves are subclasses."""
     if torch._is_functional_tensor(t):
         return True
-    functorch = getattr(torch._C, "_functorch", None)
-    return functorch is not None and bool(functorch.is_functorch_wrapped_tensor(t))
+    return _functorch is not None and bool(_functorch.is_functorch_wrapped_tensor(t))
 
 
 def _has_host_weights(rule: Rule) -> bool:

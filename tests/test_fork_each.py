@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import mbkernels as mbk
+from mbkernels.fork import fork, fork_each
 
 T = 3
 
@@ -74,3 +75,25 @@ def test_weigh_each_needs_one_entry_per_task_and_leaves_the_state_alone() -> Non
     with pytest.raises(ValueError, match="num_tasks=3 entries, got 2"):
         bal.weigh_each([torch.ones(2), torch.ones(2)])
     assert int(bal.step) == 0
+
+
+@pytest.mark.parametrize("each", [False, True])
+def test_forks_are_differentiable_once(each: bool) -> None:
+    """A ``create_graph=True`` backward through a fork gives the first-order gradient;
+    differentiating that gradient again raises (the combine callbacks run on values,
+    not on a graph), whichever fork."""
+    z = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    if each:
+        outs = fork_each([z, z * 1.0], lambda gs: [2.0 * g for g in gs])
+    else:
+        outs = fork(z, 2, lambda gs: 2.0 * (gs[0] + gs[1]))
+    loss = sum((o**2).sum() for o in outs)
+    (grad,) = torch.autograd.grad(loss, z, create_graph=True)
+    torch.testing.assert_close(grad, 2.0 * 2.0 * 2.0 * z.detach(), rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.sum().backward()
+    # an ordinary backward through the same kind of fork is unaffected
+    z.grad = None
+    outs = fork(z, 2, lambda gs: gs[0] + gs[1])
+    sum((o**2).sum() for o in outs).backward()
+    torch.testing.assert_close(z.grad, 4.0 * z.detach(), rtol=0, atol=0)

@@ -176,3 +176,33 @@ def test_host_pass_two_is_weighted_sum_torch_bit_for_bit() -> None:
             _same(_host.pass2(strided, w), weighted_sum_torch(strided, torch.tensor(w)))
     huge = [torch.ones(4), torch.ones(4)]  # weights beyond float32: the scaled path
     _same(_host.pass2(huge, [1e39, 1.0]), weighted_sum_torch(huge, torch.tensor([1e39, 1.0])))
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 4, 5, 7, 8, 9, 16, 17])
+def test_float64_op_is_the_tensor_op_bit_for_bit(length: int) -> None:
+    """The host rule's sqrt and pow run as torch ops on a reused float64 tensor: the same
+    bits as the tensor rule's fresh tensors, on every length (vectorised body and scalar
+    tail alike)."""
+    from mbkernels import _host
+
+    gen = torch.Generator().manual_seed(length)
+    for _ in range(200):
+        values = (torch.rand(length, generator=gen, dtype=torch.float64) * 1e6).tolist()
+        expected = torch.tensor(values, dtype=torch.float64).sqrt().tolist()
+        assert _host.float64_op(values, torch.Tensor.sqrt_) == expected
+        counts = torch.randint(1, 500, (length,), generator=gen).tolist()
+        powers = (0.9 ** torch.tensor(counts, dtype=torch.float64)).tolist()
+        assert _host.float64_op(counts, lambda c: torch.pow(0.9, c, out=c)) == powers
+    # the reused tensor does not leak one call's values into the next
+    assert _host.float64_op([4.0] * length, torch.Tensor.sqrt_) == [2.0] * length
+
+
+def test_host_path_float32_square_matches_the_tensor_path() -> None:
+    """norms_small's squares (float32, through NumPy) are sq_norms_torch's, bit for bit."""
+    from mbkernels import _host
+    from mbkernels.ops.torch_ops import sq_norms_torch
+
+    gen = torch.Generator().manual_seed(0)
+    for t in (1, 3, 4, 9):
+        gs = _grads(gen, t, (37, 5))
+        assert _host.norms_small(gs) == sq_norms_torch(gs).tolist()

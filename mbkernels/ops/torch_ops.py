@@ -148,6 +148,10 @@ def weighted_sum_torch(grads: Sequence[Tensor], weights: Tensor | Sequence[float
     return out.view(grads[0].shape)
 
 
+#: the largest weight :func:`_fit_weights` leaves as it is, per accumulation dtype
+_WEIGHT_LIMIT: dict[torch.dtype, float] = {}
+
+
 def _fit_weights(weights: list[float], acc: torch.dtype) -> tuple[list[float], float]:
     """Host weights that fit the accumulation dtype, and the power of two to multiply the
     sum by afterwards (1.0 when they fit already, the common case: no extra pass).
@@ -157,8 +161,10 @@ def _fit_weights(weights: list[float], acc: torch.dtype) -> tuple[list[float], f
     exact power of two it fits, and the products ``w_t g_t`` keep their values up to
     rounding (they are what must fit the output dtype).
     """
-    top = max((abs(x) for x in weights), default=0.0)
-    limit = torch.finfo(acc).max / 4
+    top = max(map(abs, weights), default=0.0)
+    limit = _WEIGHT_LIMIT.get(acc)
+    if limit is None:
+        limit = _WEIGHT_LIMIT[acc] = torch.finfo(acc).max / 4
     if not math.isfinite(top) or top <= limit:
         return weights, 1.0
     shift = 2.0 ** (math.frexp(top)[1] - math.frexp(limit)[1] + 1)

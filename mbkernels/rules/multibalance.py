@@ -131,7 +131,7 @@ class MultiBalanceRule(Rule):
         # always libm's correctly rounded one
         if min(sq_norms) < 0.0:  # clamp_min(0) in Python (-0.0 stays, as in torch)
             sq_norms = [max(d, 0.0) for d in sq_norms]
-        norms = torch.tensor(sq_norms, dtype=torch.float64).sqrt_().tolist()
+        norms = _host.float64_op(sq_norms, torch.Tensor.sqrt_)
         ema = [beta * old + (1.0 - beta) * n for old, n in zip(state["ema"], norms)]
         count = [c + 1 for c in state["count"]]
         m = ema
@@ -140,10 +140,11 @@ class MultiBalanceRule(Rule):
             # libm's in the last bit now and then (and differently for vectorised and
             # scalar elements), so the tensor path's values come from torch too. Once
             # beta**c < 2**-60 for every task, 1 - beta**c is exactly 1.0 either way.
-            if max(beta ** float(c) for c in count) < 2.0**-60:
+            # (beta**c shrinks as c grows: the smallest count has the largest power)
+            if beta ** float(min(count)) < 2.0**-60:
                 m = list(ema)
             else:
-                powers = (beta ** torch.tensor(count, dtype=torch.float64)).tolist()
+                powers = _host.float64_op(count, lambda c: torch.pow(beta, c, out=c))
                 m = [e / (1.0 - p) for e, p in zip(ema, powers)]
         if self.reference == "target":
             ref = m[self.target]

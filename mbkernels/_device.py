@@ -13,12 +13,17 @@ per step whatever the size of the gradients, with the GPU waiting on the host
 5. the commit (:func:`~mbkernels.ops.triton_rule.commit`), after pass 2 is queued: an
    error before it leaves the state as it was.
 
+With ``range_check=True`` (float32 and bfloat16 gradients) step 3 sets the record's
+range flag when pass 1's float32 accumulation left float32's range, and two more
+launches follow it, both predicated on the flag on the device: pass 1 again in
+float64 (:func:`~mbkernels.ops.triton_ops.gram_float64_partials_if`) and the rule step
+again from that Gram matrix, into the same record. Unflagged, both return at once. No
+step waits for the GPU, with or without the check.
+
 With a Gram reduction (``gram_reduce``, or the process group's all-reduce) pass 1's
-partials are summed and reduced as on the general path between 2 and 3. With
-``range_check=True`` (float32 and bfloat16 gradients) the host reads the record's
-range flag between 3 and 4, one synchronisation per step, as the general path does;
-a flagged step is handed to the general path, which recomputes the Gram matrix in
-float64. Without it no step waits for the GPU.
+partials are summed and reduced as on the general path between 2 and 3; the range
+check then reads the local diagonal on the host before the reduction, as the general
+path does (one synchronisation per step), and hands a flagged step to the general path.
 
 :class:`~mbkernels.Balancer` takes this path for a
 :class:`~mbkernels.rules.MultiBalanceRule` on the Triton backend (CUDA, or the CPU
@@ -85,8 +90,8 @@ def buffers(bal: Balancer, grad: Tensor) -> dict[str, Tensor] | None:
 
 
 def combine(bal: Balancer, grads: Sequence[Tensor], state: dict[str, Tensor]) -> Tensor | None:
-    """One balancing step on the device path; ``None`` when the range flag hands the
-    step to the general path (nothing has changed then)."""
+    """One balancing step on the device path; ``None`` when a Gram reduction's range
+    check hands the step to the general path (nothing has changed then)."""
     from .ops import triton_ops, triton_rule
 
     grads = [g if g.is_contiguous() else g.contiguous() for g in grads]
@@ -110,11 +115,13 @@ def combine(bal: Balancer, grads: Sequence[Tensor], state: dict[str, Tensor]) ->
         check = False
     params = _params(bal, rule, device)
     scale = current_scale(bal.grad_scaler)
+    layout = triton_rule.RecordLayout(rule.num_tasks)
     with triton_ops.on_device(device):
         record = triton_rule.multibalance_step(gram, scale, params, rule, state, n)
-    layout = triton_rule.RecordLayout(rule.num_tasks)
-    if check and bool(record[layout.range_flag]):  # the one synchronisation
-        return None
+        if check:  # decided on the device: both launches return at once unless flagged
+            flag = record[layout.range_flag :]
+            exact = triton_ops.gram_float64_partials_if(grads, table, flag)
+            triton_rule.multibalance_step(exact, scale, params, rule, state, n, redo=record)
     weights = record[layout.weights : layout.weights + rule.num_tasks]
     triton_ops.weighted_sum_into(grads, weights, table, out)
     with triton_ops.on_device(device):

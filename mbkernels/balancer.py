@@ -30,10 +30,11 @@ Per backward, through :mod:`mbkernels.ops`:
    parameters never move (the user's optimiser holds them): a step whose gradients
    are on another device than they are raises ``ValueError``.
 
-Everything stays on the device. Host reads (one boolean per step) happen for
-the range check (``range_check=False`` removes it), and for the
-``"skip_task"`` and ``"raise"`` policies; none for the default policy on CUDA (the
-refused-step count is read from a non-blocking copy a step later). A meta or
+Everything stays on the device. On the general path host reads (one boolean per
+step) happen for the range check (``range_check=False`` removes it), and for the
+``"skip_task"`` and ``"raise"`` policies. The default policy on the GPU device path
+(:mod:`mbkernels._device`) reads nothing: its range check is decided on the device,
+and the refused-step count is read from a non-blocking copy a step later. A meta or
 fake-tensor pass computes nothing and changes nothing (it returns the plain sum).
 The statistics keep their dtype under ``.half()``/``.to(dtype)`` (:meth:`_apply`).
 """

@@ -17,10 +17,11 @@ bfloat16 number, and every product of two, is a normal float64). float16
 gradients never need this (their squares are normal float32 numbers) and
 float64 gradients are accumulated in float64 already.
 
-The check reads one boolean from the device per step (on CUDA a small
-synchronisation); ``Balancer(range_check=False)`` skips it, and then an
-overflowing Gram matrix is treated like a non-finite gradient
-(:mod:`mbkernels.nonfinite`).
+Here the check reads one boolean from the device per step (on CUDA a small
+synchronisation); the GPU device path (:mod:`mbkernels._device`) makes the same
+decision on the device instead, with launches predicated on the flag, and reads
+nothing. ``Balancer(range_check=False)`` skips the check, and then an overflowing
+Gram matrix is treated like a non-finite gradient (:mod:`mbkernels.nonfinite`).
 
 The result is always float64, so the rule runs in float64 whatever the path.
 """

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import mbkernels as mbk
 from mbkernels.numerics import gram_float64
-from mbkernels.ops import triton_ops
+from mbkernels.ops import triton_ops, triton_rule
 from mbkernels.rules import MultiBalanceRule
 
 from .conftest import KERNEL_DEVICE, requires_triton
@@ -101,17 +102,95 @@ def test_a_non_finite_step_is_refused_as_on_the_general_path() -> None:
     assert int(a.refused_streak) == 0 and int(a.step) == int(before["step"]) + 1
 
 
-def test_an_out_of_range_gram_goes_to_the_general_path_with_the_range_check() -> None:
-    tiny = [g * 1e-25 for g in task_grads(3)]  # squares underflow float32
-    checked, unchecked = balancer(), balancer(range_check=False)
-    reference = balancer()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("scale", [1e-25, 1e25])  # squares underflow / overflow float32
+def test_an_out_of_range_step_is_recomputed_in_float64_on_the_device(
+    dtype: torch.dtype, scale: float
+) -> None:
+    """The range flag is acted on by predicated launches, not read by the host: the step
+    stays on the device path and agrees with the general path, whose range check
+    recomputes the Gram matrix in float64 with PyTorch."""
+    checked, reference = balancer(), balancer()
     reference._device_rule = False
-    out = checked._combine(tiny)
-    assert checked._device_record is None  # handed over: the general path recorded stats
-    assert torch.equal(out, reference._combine(tiny))
-    assert_same_state(checked, reference)
-    unchecked._combine(tiny)
-    assert unchecked._device_record is not None  # no check: the device path's step
+    layout = triton_rule.RecordLayout(3)
+    for _ in range(3):
+        gs = [(g.double() * scale).to(dtype) for g in task_grads(3)]
+        out = checked._combine(gs)
+        record = checked._device_record
+        assert record is not None and float(record[layout.range_flag]) == 1.0
+        ref_out = reference._combine(gs)
+        exact = gram_float64(gs)
+        torch.testing.assert_close(checked.stats.gram, exact, rtol=1e-12, atol=0.0)
+        assert_same_state(checked, reference, **RULE_TOL)
+        assert torch.equal(out, triton_ops.weighted_sum_triton(gs, checked.weights))
+        torch.testing.assert_close(out, ref_out, rtol=1e-6, atol=0.0)
+    # in range: the float64 launches change nothing, the flag stays clear
+    gs = task_grads(3)
+    before = snapshot(checked)
+    checked._combine(gs)
+    assert float(checked._device_record[layout.range_flag]) == 0.0
+    twin = balancer(range_check=False)
+    twin.load_state_dict({**checked.state_dict(), **before})
+    twin._combine(gs)
+    assert_same_state(checked, twin)
+
+
+def test_a_non_finite_step_is_refused_with_the_range_check_too() -> None:
+    """An inf in a gradient sets the range flag; the float64 recomputation finds the
+    Gram matrix non-finite and refuses the step, as the general path does."""
+    a, b = balancer(), balancer()
+    b._device_rule = False
+    for g in (task_grads(3), task_grads(3)):
+        a._combine(g), b._combine(g)
+    before_a, before_b = snapshot(a), snapshot(b)
+    bad = task_grads(3)
+    bad[2][7] = float("inf")
+    a._combine(bad), b._combine(bad)
+    assert a._device_record is not None and not bool(a.stats.finite)
+    assert not bool(b.stats.finite)
+    for bal, before in ((a, before_a), (b, before_b)):  # both keep their state
+        for name in ("ema", "count", "step", "weights"):
+            assert torch.equal(getattr(bal, name), before[name]), name
+        assert int(bal.refused_streak) == 1
+
+
+class _HostReads(TorchDispatchMode):
+    """Counts the ops that copy a tensor's value into a Python number (``item()``,
+    ``bool()``, ``int()``): on a GPU each is a synchronisation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
+            self.reads.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_default_step_reads_nothing_back_to_the_host(dtype: torch.dtype) -> None:
+    """The default policy with the range check: no value goes from the device to the
+    host during a step, in range or not (on CUDA: CUDA's sync debug mode raises on any
+    synchronising call; on the CPU interpreter: no scalar read is dispatched, with the
+    refused-step warning, a CPU read by design, off)."""
+    cuda = KERNEL_DEVICE.type == "cuda"
+    bal = balancer(**({} if cuda else {"warn_after_refused": None}))
+    for scale in (1.0, 1.0, 1e-25, 1.0, float("inf")):  # twice in range: cached tables
+        gs = [(g.double() * scale).to(dtype) for g in task_grads(3)]
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                bal._combine(gs)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        else:
+            with _HostReads() as mode:
+                bal._combine(gs)
+            assert mode.reads == [], (scale, mode.reads)
+        assert bal._device_record is not None
+    assert int(bal.step) == 4 and int(bal.refused_streak) == 1
 
 
 def test_the_loss_scale_is_divided_out() -> None:

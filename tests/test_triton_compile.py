@@ -97,6 +97,45 @@ def test_spill_count_finds_spills() -> None:
     assert int(proc.stdout.split()[-1]) > 100
 
 
+@needs_backend
+def test_the_range_checks_float64_launches_compile_for_a100_and_h100(tmp_path) -> None:
+    """The two launches that make the device path's range check sync-free: the float64
+    pass 1 (no spills at 3-33 tasks) and the rule step predicated on the range flag."""
+    out = tmp_path / "resources.json"
+    argv = ["--kernels", "gram_float64", "--tasks", "3", "8", "33", "--variants", "vector"]
+    proc = subprocess.run(
+        [sys.executable, str(TOOL), *argv, "--dtypes", "float32", "bfloat16", "--json", str(out)],
+        capture_output=True, text=True, env=_compiler_env(), timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 3 * 2 * 2 and all(r["spill_stores"] == 0 for r in rows), rows
+    code = (
+        "import triton\n"
+        "from triton.backends.compiler import GPUTarget\n"
+        "from triton.compiler import ASTSource\n"
+        "from mbkernels.ops.triton_rule import _multibalance_step_kernel as k\n"
+        "p = dict.fromkeys(['gram_ptr', 'scale_ptr', 'params_ptr', 'ema_ptr', 'count_ptr',\n"
+        "    'step_ptr', 'weights_ptr', 'streak_ptr', 'record_ptr', 'flag_ptr'], '*fp64')\n"
+        "i = dict.fromkeys(['num_parts', 'part_stride', 'row_stride', 'numel'], 'i32')\n"
+        "for arch in (80, 90):\n"
+        "    for t in (3, 8):\n"
+        "        for pred in (False, True):\n"
+        "            c = dict(T=t, T_PAD=triton.next_power_of_2(t), REFERENCE=0, TARGET=0,\n"
+        "                BIAS_CORRECTION=True, HAS_SCALE=False, LIBDEVICE=True, PREDICATED=pred)\n"
+        "            sig = {**p, **i, **dict.fromkeys(c, 'constexpr')}\n"
+        "            src = ASTSource(fn=k, signature=sig, constexprs=c)\n"
+        "            triton.compile(src, target=GPUTarget('cuda', arch, 32),\n"
+        "                options={'num_warps': 4, 'enable_fp_fusion': False})\n"
+        "print('compiled')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, env=_compiler_env(), cwd=ROOT, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0 and proc.stdout.split()[-1] == "compiled", proc.stderr
+
+
 def test_launch_sizes_stay_in_the_register_budget() -> None:
     from mbkernels.ops.triton_ops import gram_launch, weighted_sum_launch
 

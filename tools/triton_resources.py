@@ -67,6 +67,13 @@ def _compile(kernel: str, t: int, dtype: str, arch: int, variant: str = "vector"
                      "blocks_per_program": "i32"}  # fmt: skip
         constexprs = {"T": t, "T_PAD": t_pad, "BLOCK": block, "DTYPE": tl_dtype}
         pointers, n_index = (0, 1), 2
+    elif kernel == "gram_float64":  # the range check's float64 pass 1 (no ALIGNED hint)
+        t_pad, block, num_warps = triton_ops.gram_float64_launch(t)
+        fn = triton_ops.KERNELS["gram_float64"]
+        signature = {"table_ptr": "*i64", "flag_ptr": "*fp64", "partial_ptr": "*fp64",
+                     "n_elements": "i32", "blocks_per_program": "i32"}  # fmt: skip
+        constexprs = {"T": t, "T_PAD": t_pad, "BLOCK": block, "DTYPE": tl_dtype}
+        pointers, n_index = (0, 1, 2), 3
     else:
         block, num_warps = triton_ops.weighted_sum_launch(t, aligned and n_divisible)
         fn = triton_ops.KERNELS["weighted_sum"]
@@ -77,7 +84,8 @@ def _compile(kernel: str, t: int, dtype: str, arch: int, variant: str = "vector"
     attrs = {(i,): _DIVISIBLE for i in pointers}
     if n_divisible:
         attrs[(n_index,)] = _DIVISIBLE
-    if fn is not triton_ops.KERNELS["gram_outer"]:  # it reads element by element anyway
+    if kernel != "gram_float64" and fn is not triton_ops.KERNELS["gram_outer"]:
+        # (the outer-product kernel reads element by element anyway)
         constexprs["ALIGNED"] = aligned
     signature.update(dict.fromkeys(constexprs, "constexpr"))
     src = ASTSource(fn=fn, signature=signature, constexprs=constexprs, attrs=attrs)
@@ -179,8 +187,10 @@ def main(argv: list[str] | None = None) -> int:
         "--archs", type=int, nargs="+", default=[80, 90], help="80 = A100, 90 = H100/H200"
     )
     parser.add_argument(
-        "--kernels", nargs="+", default=["gram", "weighted_sum"], choices=["gram", "weighted_sum"]
-    )
+        "--kernels", nargs="+", default=["gram", "weighted_sum"],
+        choices=["gram", "weighted_sum", "gram_float64"],
+        help="gram_float64: the range check's float64 pass 1 (a rare step's; not by default)",
+    )  # fmt: skip
     parser.add_argument(
         "--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
         help="vector: aligned gradients, n divisible by 16; aligned-odd: n not; unaligned: views",

@@ -164,12 +164,51 @@ def _weighted_sum_kernel(
     tl.store(out_ptr + cols, acc.to(DTYPE), mask=mask)
 
 
+@triton.jit(do_not_specialize=["n_elements", "blocks_per_program"])
+def _gram_float64_kernel(
+    table_ptr,  # int64[T]: base addresses of the T gradients
+    flag_ptr,  # float64[]: nonzero when pass 1's float32 accumulation left float32's range
+    partial_ptr,  # float64[P, T_PAD, T_PAD]: rows < T of one partial Gram matrix per program
+    n_elements,
+    blocks_per_program,
+    T: tl.constexpr,
+    T_PAD: tl.constexpr,  # next power of two >= T
+    BLOCK: tl.constexpr,
+    DTYPE: tl.constexpr,
+):
+    # Launched after every range-checked pass 1 and done at once unless flagged: the host
+    # never has to read the flag, and an unflagged step pays one near-empty launch.
+    if tl.load(flag_ptr) == 0.0:
+        return
+    pid = tl.program_id(0)
+    i = tl.program_id(1)  # this program's row of the Gram matrix
+    rows = tl.arange(0, T_PAD)
+    row_ok = rows < T
+    bases = tl.load(table_ptr + rows, mask=row_ok, other=0).to(tl.pointer_type(DTYPE))
+    base_i = tl.load(table_ptr + i).to(tl.pointer_type(DTYPE))
+    acc = tl.zeros((T_PAD, BLOCK), dtype=tl.float64)
+    first = pid * blocks_per_program
+    last = tl.minimum(first + blocks_per_program, (n_elements - 1) // BLOCK + 1)
+    for b in range(first, last):
+        cols = b * BLOCK + tl.arange(0, BLOCK)
+        col_ok = cols < n_elements
+        # Row i against every row, in float64: a rare step, so task i's block is read
+        # once per row program (T + 1 reads of each block per step) for simple code.
+        mask = row_ok[:, None] & col_ok[None, :]
+        tile = tl.load(bases[:, None] + cols[None, :], mask=mask, other=0.0).to(tl.float64)
+        g_i = tl.load(base_i + cols, mask=col_ok, other=0.0).to(tl.float64)
+        acc += tile * g_i[None, :]
+    out = partial_ptr + pid * T_PAD * T_PAD + i * T_PAD + rows
+    tl.store(out, tl.sum(acc, axis=1))
+
+
 #: The kernels by name, for tools that compile them ahead of time (resource reports):
 #: ``"gram_outer"`` is pass 1 for ``T <= OUTER_MAX_TASKS``, ``"gram"`` above that.
 KERNELS = {
     "gram_outer": _gram_outer_kernel,
     "gram": _gram_kernel,
     "weighted_sum": _weighted_sum_kernel,
+    "gram_float64": _gram_float64_kernel,
 }
 
 
@@ -333,6 +372,41 @@ def gram_partials(grads: Sequence[Tensor], table: Tensor) -> Tensor:
                 T=t, T_PAD=t_pad, BLOCK=block, DTYPE=dtype,
                 ALIGNED=_aligned(grads), num_warps=num_warps,
             )  # fmt: skip
+    return partial
+
+
+#: Float64 values of one program's ``[T_PAD, BLOCK]`` accumulator in
+#: :func:`gram_float64_partials_if`: 72-96 registers per thread on sm_80/sm_90 at 3-100
+#: tasks, no spills (tools/triton_resources.py --kernels gram_float64).
+_FLOAT64_TILE = 2048
+
+
+def gram_float64_launch(t: int) -> tuple[int, int, int]:
+    """``(T_PAD, BLOCK, num_warps)`` of the float64 pass 1 for ``t`` tasks."""
+    t_pad = triton.next_power_of_2(t)
+    return t_pad, max(16, min(1024, _FLOAT64_TILE // t_pad)), 4
+
+
+def gram_float64_partials_if(grads: Sequence[Tensor], table: Tensor, flag: Tensor) -> Tensor:
+    """``[P, T_PAD, T_PAD]`` float64 partial Gram matrices of the gradients (as
+    :func:`gram_partials`, accumulated in float64), computed only if the one-element
+    float64 device tensor ``flag`` is nonzero when the kernel runs; otherwise the result
+    is left unwritten. Rows and columns ``>= T`` are never written."""
+    t, n = len(grads), grads[0].numel()
+    device = grads[0].device
+    _check_size(n)
+    t_pad, block, num_warps = gram_float64_launch(t)
+    if triton_interpreting():
+        block = 64
+    n_blocks = triton.cdiv(n, block)
+    programs, per_program = gram_grid(n_blocks, _num_programs(n_blocks, device, per_sm=1))
+    partial = torch.empty(programs, t_pad, t_pad, dtype=torch.float64, device=device)
+    with on_device(device):
+        _gram_float64_kernel[(programs, t)](
+            table, flag, partial, n, per_program,
+            T=t, T_PAD=t_pad, BLOCK=block, DTYPE=_TL_DTYPES[grads[0].dtype],
+            num_warps=num_warps,
+        )  # fmt: skip
     return partial
 
 

@@ -9,7 +9,11 @@ lanes:
 * sum the ``P`` partial Gram matrices of pass 1 in float64 (``P * T_PAD**2 * 4``
   bytes read, a few hundred KB at most), divide by the loss scale squared;
 * the range flag: a diagonal entry outside ``[numel * 2**-125, float32 max]``
-  (float32 accumulation may have over- or underflowed, :mod:`mbkernels.numerics`);
+  (float32 accumulation may have over- or underflowed, :mod:`mbkernels.numerics`).
+  The host does not read it: the same program runs a second time, predicated on the
+  flag, on float64 partials that :func:`~mbkernels.ops.triton_ops.gram_float64_partials_if`
+  computes only for a flagged step, and rewrites the proposal; an unflagged step pays
+  two launches that return at once;
 * the rule (:class:`~mbkernels.rules.MultiBalanceRule`), operation for operation
   as its tensor code does it, in float64, with floating-point contraction off so
   that every product and sum is rounded as PyTorch rounds it;
@@ -46,7 +50,8 @@ class RecordLayout:
     """Offsets into the float64 record of one step (``T*T + 4*T + 4`` values):
     the Gram matrix, the weights applied, the EMA and update counts after the step,
     the norms, then the step count, the refused streak, the finite flag and the range
-    flag (1.0 or 0.0). Integers are exact in float64 up to 2**53."""
+    flag (1.0: pass 1 left float32's range, and the step was recomputed from a float64
+    Gram matrix; 0.0). Integers are exact in float64 up to 2**53."""
 
     t: int
 
@@ -107,6 +112,7 @@ def _multibalance_step_kernel(
     streak_ptr,  # int64 []
     record_ptr,  # float64 [RecordLayout.size]: everything this step proposes
     numel,  # elements per gradient: the range flag's underflow bound
+    flag_ptr,  # float64 []: the range flag of pass 1 (PREDICATED)
     T: tl.constexpr,
     T_PAD: tl.constexpr,
     REFERENCE: tl.constexpr,  # 0 target, 1 mean, 2 max
@@ -114,7 +120,13 @@ def _multibalance_step_kernel(
     BIAS_CORRECTION: tl.constexpr,
     HAS_SCALE: tl.constexpr,
     LIBDEVICE: tl.constexpr,  # compiled (not the interpreter)
+    PREDICATED: tl.constexpr,  # the float64 rerun: only if pass 1 was flagged
 ):
+    if PREDICATED:
+        # The float64 Gram matrix of a flagged step replaces the float32 one: the whole
+        # proposal is rewritten, except the range flag, which stays set (recomputed).
+        if tl.load(flag_ptr) == 0.0:
+            return
     rows = tl.arange(0, T_PAD)
     ok = rows < T
     both = ok[:, None] & ok[None, :]
@@ -190,7 +202,8 @@ def _multibalance_step_kernel(
     tl.store(record_ptr + tail, new_step.to(tl.float64))
     tl.store(record_ptr + tail + 1, new_streak.to(tl.float64))
     tl.store(record_ptr + tail + 2, tl.where(finite, 1.0, 0.0).to(tl.float64))
-    tl.store(record_ptr + tail + 3, tl.where(out_of_range, 1.0, 0.0).to(tl.float64))
+    if not PREDICATED:
+        tl.store(record_ptr + tail + 3, tl.where(out_of_range, 1.0, 0.0).to(tl.float64))
 
 
 @triton.jit
@@ -233,23 +246,31 @@ def multibalance_step(
     rule: MultiBalanceRule,
     state: dict[str, Tensor],
     numel: int,
+    redo: Tensor | None = None,
 ) -> Tensor:
-    """One proposed step: ``gram`` is pass 1's ``[P, T_PAD, T_PAD]`` float32 partials or
-    a ``[T, T]`` float64 Gram matrix; ``state`` the buffers ``ema``, ``count``, ``step``,
-    ``weights``, ``refused_streak`` (read, not written). Returns the record."""
+    """One proposed step: ``gram`` is pass 1's ``[P, T_PAD, T_PAD]`` float32 or float64
+    partials or a ``[T, T]`` float64 Gram matrix; ``state`` the buffers ``ema``,
+    ``count``, ``step``, ``weights``, ``refused_streak`` (read, not written). Returns the
+    record. With ``redo`` (an earlier step's record) the step is proposed again into that
+    record, from ``gram``, if and only if its range flag is set when the kernel runs:
+    the float64 recomputation of a flagged step, decided on the device."""
     t = rule.num_tasks
     if gram.dim() == 2:
         gram = gram.reshape(1, t, t)
     layout = RecordLayout(t)
-    record = torch.empty(layout.size, dtype=torch.float64, device=gram.device)
+    if redo is None:
+        record = torch.empty(layout.size, dtype=torch.float64, device=gram.device)
+        flag = record  # not read
+    else:
+        record, flag = redo, redo[layout.range_flag :]
     scale_arg = scale if scale is not None else params  # not read without a scale
     _multibalance_step_kernel[(1,)](
         gram, gram.shape[0], gram.stride(0), gram.stride(1), scale_arg, params,
         state["ema"], state["count"], state["step"], state["weights"], state["refused_streak"],
-        record, numel,
+        record, numel, flag,
         T=t, T_PAD=triton.next_power_of_2(t), REFERENCE=REFERENCES.index(rule.reference),
         TARGET=rule.target, BIAS_CORRECTION=rule.bias_correction, HAS_SCALE=scale is not None,
-        LIBDEVICE=not triton_interpreting(),
+        LIBDEVICE=not triton_interpreting(), PREDICATED=redo is not None,
         enable_fp_fusion=False,
     )  # fmt: skip
     return record

@@ -51,18 +51,19 @@ def pass1(grads: Sequence[Tensor], cross_terms: bool) -> Tensor:
 def norms_small(grads: Sequence[Tensor]) -> list[float] | None:
     """The squared norms of gradients under ``NORM_ROW`` elements each as host floats,
     bit for bit :func:`~mbkernels.ops.torch_ops.sq_norms_torch`'s (which stacks them, takes
-    one ``vector_norm`` per row and squares in the accumulation dtype): two ops instead
-    of about ten. ``None`` for larger gradients or other dtypes."""
+    one ``vector_norm`` per row and squares in the accumulation dtype). ``None`` for larger,
+    non-contiguous or other than float32 gradients."""
     g = grads[0]
     if g.numel() >= NORM_ROW or g.dtype != torch.float32:
         return None
-    rows = torch.stack(list(grads)).view(len(grads), -1)  # stack copies: any layout is fine
-    norms_t = torch.linalg.vector_norm(rows, dim=1, dtype=torch.float32)
-    norms = (norms_t.detach() if norms_t.requires_grad else norms_t).numpy()
-    # the float32 square as NumPy computes it (IEEE multiplication, as torch's): one
-    # small array op instead of a tensor op's dispatch
-    squares: list[float] = (norms * norms).tolist()
-    return squares
+    if not all(map(Tensor.is_contiguous, grads)):  # strided: reduced in another order
+        return None
+    # One call, one reduction per gradient as it lies: no [T, N] copy. Each is the same
+    # contiguous float32 reduction as a row of the stacked tensor (tests/test_host_path.py)
+    norms = [n.item() for n in torch._foreach_norm(list(grads), 2, dtype=torch.float32)]
+    # float32 square: the float64 product of two float32 numbers is exact, so one
+    # rounding to float32 gives what the float32 multiplication gives
+    return to_float32([x * x for x in norms])
 
 
 def pass2(grads: Sequence[Tensor], weights: Sequence[float]) -> Tensor:

@@ -43,7 +43,14 @@ from mbkernels.multibalance import MultiBalance
 
 from .dlrm import DLRM, Batch, DLRMConfig, make_batch
 from .memory import peak_step_bytes
-from .timing import format_interval, interleaved, paired_ratio, paired_ratio_interval
+from .timing import (
+    format_interval,
+    interleaved,
+    paired_difference,
+    paired_difference_interval,
+    paired_ratio,
+    paired_ratio_interval,
+)
 
 LR = 0.01
 
@@ -298,6 +305,10 @@ def run_throughput(
                 "ratio_vs_sum_best": base.best / tm.best,
                 "ratio_vs_sum_paired": paired_ratio(base, tm),
                 "ratio_vs_sum_paired_90": list(paired_ratio_interval(base, tm)),
+                # the paired time per step beyond the plain sum's: the method's own cost
+                "overhead_us": 1e6 * paired_difference(base, tm),
+                "overhead_us_90": [1e6 * v for v in paired_difference_interval(base, tm)],
+                "step_us": 1e6 * tm.median,
                 "z_bytes": z_bytes,
             }
             if cfg.memory:

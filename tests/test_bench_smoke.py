@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -204,6 +205,13 @@ def test_throughput_benchmark_tiny() -> None:
             assert _finite_positive(r[key]), (key, r)
         lo, hi = r["ratio_vs_sum_paired_90"]
         assert lo <= r["ratio_vs_sum_paired"] <= hi
+        # the overhead is the paired per-round difference of the samples, in µs
+        base = rows[(_t, "sum")]["samples_s"]
+        diffs = sorted(1e6 * (a - b) for a, b in zip(r["samples_s"], base))
+        assert r["overhead_us"] == pytest.approx(statistics.median(diffs))
+        lo, hi = r["overhead_us_90"]
+        assert lo <= r["overhead_us"] <= hi
+        assert r["step_us"] == pytest.approx(1e6 * r["median_s"])
         assert r["z_bytes"] == 64 * 16 * 4
         assert r["peak_step_bytes"] > 0
         if name == "sum":

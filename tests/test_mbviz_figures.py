@@ -176,3 +176,28 @@ def test_traffic_bars_and_throughput_ratios() -> None:
     assert [t.name for t in fig.data] == ["a", "b"] and list(fig.data[1].y) == [0.9, 0.8]
     for f in (fig, figures.traffic_bars(16)):
         assert f.layout.xaxis.title.text and f.layout.yaxis.title.text
+
+
+def test_fixed_cost_bars() -> None:
+    import pandas as pd
+
+    from mbviz import figures
+
+    rows = pd.DataFrame(
+        {
+            "size": ["batch 32"] * 3 + ["batch 256"] * 3,
+            "method": ["plain sum", "mb", "fork"] * 2,
+            "overhead_us": [0.0, 300.0, 200.0, 0.0, 350.0, 210.0],
+            "overhead_us_90": [[0, 0], [250, 380], [150, 260], [0, 0], [300, 400], [180, 240]],
+            "ratio_vs_sum_paired": [1.0, 0.9, 0.93, 1.0, 0.92, 0.95],
+        }
+    )
+    fig = figures.fixed_cost(rows, baseline="plain sum")
+    assert [t.name for t in fig.data] == ["mb", "fork"]  # the baseline's own rows left out
+    mb = fig.data[0]
+    assert list(mb.x) == ["batch 32", "batch 256"] and list(mb.y) == [300.0, 350.0]
+    assert list(mb.error_y.array) == [80.0, 50.0] and list(mb.error_y.arrayminus) == [50.0, 50.0]
+    assert list(mb.text) == ["0.90×", "0.92×"]
+    assert fig.layout.xaxis.title.text and fig.layout.yaxis.title.text
+    with pytest.raises(ValueError, match="besides 'sum'"):
+        figures.fixed_cost(rows[rows["method"] == "sum"])

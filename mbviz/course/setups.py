@@ -113,6 +113,28 @@ def throughput_config(size: int) -> ThroughputConfig:
     )  # fmt: skip
 
 
+#: 07's fixed-cost section: the methods, with their labels (the bare forks isolate what the
+#: fork itself costs: ``fork_only`` adds the T gradients up, ``fork_hold`` passes one on).
+FIXED_COST_LABELS: dict[str, str] = {
+    "sum": "plain sum",
+    "multibalance": "MultiBalance",
+    "fork_only": "bare fork (sum of the T gradients)",
+    "fork_hold": "bare fork (one gradient passed on)",
+}
+
+#: 07's fixed-cost section: batch sizes from a course-sized step to a larger one.
+FIXED_COST_BATCHES = (32, 256, 2048)
+
+
+def fixed_cost_config(batch: int) -> ThroughputConfig:
+    """The DLRM of 07 at T = 4 and ``batch`` rows: the plain sum, MultiBalance and the two
+    bare forks, 9 interleaved rounds of at least 0.1 s each."""
+    return ThroughputConfig(
+        tasks=(4,), batch=batch, rounds=9, min_sample_s=0.1, memory=False,
+        methods=tuple(FIXED_COST_LABELS), model=THROUGHPUT_MODEL,
+    )  # fmt: skip
+
+
 # -- 08 does it pay: the live rerun of the imbalance question
 
 

@@ -7,12 +7,13 @@ from .magnitudes import magnitudes_and_weights
 from .pareto import nondominated, pareto_front
 from .stability import stability_traces, variance_heatmap
 from .study import paired_bars, sparse_tasks, study_curves, tuning_curve
-from .throughput import throughput_bars, throughput_ratios
+from .throughput import fixed_cost, throughput_bars, throughput_ratios
 from .traffic import traffic_bars
 from .trajectories import toy_trajectories
 
 __all__ = [
     "cosine_heatmap",
+    "fixed_cost",
     "gradient_combination",
     "learning_curves",
     "magnitudes_and_weights",

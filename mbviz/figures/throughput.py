@@ -44,6 +44,44 @@ def throughput_bars(table, *, baseline: str | None = None) -> go.Figure:
     return fig
 
 
+def fixed_cost(table, *, baseline: str = "sum", height: int = 400) -> go.Figure:
+    """Bars of each method's time per step beyond the plain sum (µs, with the 90 %
+    interval), grouped by model size, labelled with the ratio of steps/s to the sum.
+
+    ``table``: the benchmark's rows (:func:`mbviz.dlrm_throughput.run_throughput`) as a
+    DataFrame with columns ``size`` (a label per model size), ``method``,
+    ``overhead_us``, ``overhead_us_90`` and ``ratio_vs_sum_paired``; the rows of
+    ``baseline`` (the plain sum's method name) are left out.
+    """
+    rows = table[table["method"] != baseline]
+    if len(rows) == 0:
+        raise ValueError(f"fixed_cost needs rows of at least one method besides {baseline!r}")
+    bars = []
+    for i, (method, g) in enumerate(rows.groupby("method", sort=False)):
+        low = [o - lo for o, (lo, _) in zip(g["overhead_us"], g["overhead_us_90"])]
+        high = [hi - o for o, (_, hi) in zip(g["overhead_us"], g["overhead_us_90"])]
+        bars.append(
+            go.Bar(
+                x=list(g["size"]),
+                y=list(g["overhead_us"]),
+                error_y={"type": "data", "symmetric": False, "array": high, "arrayminus": low},
+                marker_color=rule_color(i),
+                text=[f"{r:.2f}×" for r in g["ratio_vs_sum_paired"]],
+                textposition="outside",
+                name=method,
+            )
+        )
+    fig = go.Figure(bars)
+    fig.update_layout(
+        **base_layout("Time per step beyond the plain sum (label: steps/s ratio to it)"),
+        barmode="group",
+        height=height,
+        xaxis={"title": {"text": "model size"}},
+        yaxis={"title": {"text": "µs per step beyond the plain sum"}},
+    )
+    return fig
+
+
 def throughput_ratios(table, *, height: int = 380) -> go.Figure:
     """Lines of each method's steps/s relative to the plain sum, against the task count.
 

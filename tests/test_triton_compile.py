@@ -111,22 +111,13 @@ def test_the_range_checks_float64_launches_compile_for_a100_and_h100(tmp_path) -
     rows = json.loads(out.read_text())["rows"]
     assert len(rows) == 3 * 2 * 2 and all(r["spill_stores"] == 0 for r in rows), rows
     code = (
-        "import triton\n"
-        "from triton.backends.compiler import GPUTarget\n"
-        "from triton.compiler import ASTSource\n"
-        "from mbkernels.ops.triton_rule import _multibalance_step_kernel as k\n"
-        "p = dict.fromkeys(['gram_ptr', 'scale_ptr', 'params_ptr', 'ema_ptr', 'count_ptr',\n"
-        "    'step_ptr', 'weights_ptr', 'streak_ptr', 'record_ptr', 'flag_ptr'], '*fp64')\n"
-        "i = dict.fromkeys(['num_parts', 'part_stride', 'row_stride', 'numel'], 'i32')\n"
+        "import sys\n"
+        "sys.path.insert(0, 'tools')\n"
+        "import triton_resources as tr\n"
         "for arch in (80, 90):\n"
         "    for t in (3, 8):\n"
-        "        for pred in (False, True):\n"
-        "            c = dict(T=t, T_PAD=triton.next_power_of_2(t), REFERENCE=0, TARGET=0,\n"
-        "                BIAS_CORRECTION=True, HAS_SCALE=False, LIBDEVICE=True, PREDICATED=pred)\n"
-        "            sig = {**p, **i, **dict.fromkeys(c, 'constexpr')}\n"
-        "            src = ASTSource(fn=k, signature=sig, constexprs=c)\n"
-        "            triton.compile(src, target=GPUTarget('cuda', arch, 32),\n"
-        "                options={'num_warps': 4, 'enable_fp_fusion': False})\n"
+        "        for predicated in (False, True):\n"
+        "            tr.compile_rule_step(t, arch, predicated)\n"
         "print('compiled')\n"
     )
     proc = subprocess.run(

@@ -92,6 +92,29 @@ def _compile(kernel: str, t: int, dtype: str, arch: int, variant: str = "vector"
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
 
 
+def compile_rule_step(t: int, arch: int, predicated: bool) -> Any:
+    """Compile the device path's rule program (``triton_rule._multibalance_step_kernel``)
+    for ``t`` tasks, as the balancer launches it: its float32 partials first, or
+    ``predicated`` on the range flag, reading float64 partials."""
+    from mbkernels.ops import triton_rule
+
+    pointers = ["gram_ptr", "scale_ptr", "params_ptr", "ema_ptr", "count_ptr", "step_ptr",
+                "weights_ptr", "streak_ptr", "record_ptr", "flag_ptr"]  # fmt: skip
+    types = {"gram_ptr": "*fp64" if predicated else "*fp32", "scale_ptr": "*fp32",
+             "ema_ptr": "*fp32", "count_ptr": "*i64", "step_ptr": "*i64",
+             "streak_ptr": "*i64"}  # fmt: skip
+    signature = {name: types.get(name, "*fp64") for name in pointers}
+    signature.update(dict.fromkeys(["num_parts", "part_stride", "row_stride", "numel"], "i32"))
+    constexprs = {"T": t, "T_PAD": triton.next_power_of_2(t), "REFERENCE": 0, "TARGET": 0,
+                  "BIAS_CORRECTION": True, "HAS_SCALE": False, "LIBDEVICE": True,
+                  "PREDICATED": predicated}  # fmt: skip
+    signature.update(dict.fromkeys(constexprs, "constexpr"))
+    src = ASTSource(fn=triton_rule._multibalance_step_kernel, signature=signature,
+                    constexprs=constexprs)  # fmt: skip
+    options = {"num_warps": 4, "enable_fp_fusion": False}
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
+
+
 def load_widths(sass: str) -> dict[int, int]:
     """``{bits: count}`` of the global loads (``LDG``, ``LDGSTS``) in SASS text."""
     widths: dict[int, int] = {}

@@ -1,4 +1,4 @@
-"""The fork's backward on a GPU for MultiBalance: three Triton programs and no rule ops.
+"""The fork's backward on a GPU for MultiBalance: Triton programs and no rule ops.
 
 The general tensor path runs the rule and its state handling as PyTorch ops, about
 45 small kernels per step, each with a few microseconds of host work: about 1 ms

@@ -102,42 +102,58 @@ def test_a_non_finite_step_is_refused_as_on_the_general_path() -> None:
     assert int(a.refused_streak) == 0 and int(a.step) == int(before["step"]) + 1
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("scale", [1e-25, 1e25])  # squares underflow / overflow float32
+@pytest.mark.parametrize(
+    "t, dtype, scale, loss_scale",
+    [
+        (3, torch.float32, 1e-25, None),  # squares underflow float32
+        (3, torch.float32, 1e25, None),  # squares overflow float32
+        (3, torch.bfloat16, 1e-25, None),
+        (3, torch.bfloat16, 1e25, None),
+        (1, torch.float32, 1e-25, None),
+        (12, torch.float32, 1e25, None),  # beyond 8 tasks: the tl.dot pass 1 first
+        (3, torch.float32, 1e-25, 2.0**-10),  # with a GradScaler, divided out after
+    ],
+)
 def test_an_out_of_range_step_is_recomputed_in_float64_on_the_device(
-    dtype: torch.dtype, scale: float
+    t: int, dtype: torch.dtype, scale: float, loss_scale: float | None
 ) -> None:
     """The range flag is acted on by predicated launches, not read by the host: the step
     stays on the device path and agrees with the general path, whose range check
     recomputes the Gram matrix in float64 with PyTorch."""
-    checked, reference = balancer(), balancer()
+    kw: dict = {}
+    if loss_scale is not None:
+        scaler = torch.amp.GradScaler(KERNEL_DEVICE.type, init_scale=loss_scale)
+        scaler.scale(torch.ones((), device=KERNEL_DEVICE))  # creates the scale tensor
+        kw["grad_scaler"] = scaler
+    checked, reference = balancer(t, **kw), balancer(t, **kw)
     reference._device_rule = False
-    layout = triton_rule.RecordLayout(3)
+    layout = triton_rule.RecordLayout(t)
     for _ in range(3):
-        gs = [(g.double() * scale).to(dtype) for g in task_grads(3)]
+        gs = [(g.double() * scale).to(dtype) for g in task_grads(t)]
         out = checked._combine(gs)
         record = checked._device_record
         assert record is not None and float(record[layout.range_flag]) == 1.0
         ref_out = reference._combine(gs)
-        exact = gram_float64(gs)
+        exact = gram_float64(gs) / (loss_scale or 1.0) ** 2
         torch.testing.assert_close(checked.stats.gram, exact, rtol=1e-12, atol=0.0)
         assert_same_state(checked, reference, **RULE_TOL)
         assert torch.equal(out, triton_ops.weighted_sum_triton(gs, checked.weights))
         torch.testing.assert_close(out, ref_out, rtol=1e-6, atol=0.0)
     # in range: the float64 launches change nothing, the flag stays clear
-    gs = task_grads(3)
+    gs = task_grads(t)
     before = snapshot(checked)
     checked._combine(gs)
     assert float(checked._device_record[layout.range_flag]) == 0.0
-    twin = balancer(range_check=False)
+    twin = balancer(t, range_check=False, **kw)
     twin.load_state_dict({**checked.state_dict(), **before})
     twin._combine(gs)
     assert_same_state(checked, twin)
 
 
 def test_a_non_finite_step_is_refused_with_the_range_check_too() -> None:
-    """An inf in a gradient sets the range flag; the float64 recomputation finds the
-    Gram matrix non-finite and refuses the step, as the general path does."""
+    """An inf in a gradient, with the range check on: the step is refused on the device
+    path (the float32 Gram matrix and its float64 recomputation are both non-finite) and
+    the state kept, as the general path does."""
     a, b = balancer(), balancer()
     b._device_rule = False
     for g in (task_grads(3), task_grads(3)):
@@ -176,7 +192,8 @@ def test_a_default_step_reads_nothing_back_to_the_host(dtype: torch.dtype) -> No
     refused-step warning, a CPU read by design, off)."""
     cuda = KERNEL_DEVICE.type == "cuda"
     bal = balancer(**({} if cuda else {"warn_after_refused": None}))
-    for scale in (1.0, 1.0, 1e-25, 1.0, float("inf")):  # twice in range: cached tables
+    bal._combine(task_grads(3, dtype=dtype))  # compiles the kernels, caches parameters and tables
+    for scale in (1.0, 1e-25, 1.0, float("inf")):
         gs = [(g.double() * scale).to(dtype) for g in task_grads(3)]
         if cuda:
             torch.cuda.synchronize()
@@ -190,7 +207,7 @@ def test_a_default_step_reads_nothing_back_to_the_host(dtype: torch.dtype) -> No
                 bal._combine(gs)
             assert mode.reads == [], (scale, mode.reads)
         assert bal._device_record is not None
-    assert int(bal.step) == 4 and int(bal.refused_streak) == 1
+    assert int(bal.step) == 4 and int(bal.refused_streak) == 1  # the warm-up step, three more
 
 
 def test_the_loss_scale_is_divided_out() -> None:

@@ -180,8 +180,10 @@ def _gram_float64_kernel(
     # never has to read the flag, and an unflagged step pays one near-empty launch.
     if tl.load(flag_ptr) == 0.0:
         return
-    pid = tl.program_id(0)
-    i = tl.program_id(1)  # this program's row of the Gram matrix
+    # Grid (T, P): the T row programs of one run of blocks are adjacent in launch order,
+    # so they run together and read the run's tiles from L2: memory traffic stays ~T*N.
+    i = tl.program_id(0)  # this program's row of the Gram matrix
+    pid = tl.program_id(1)
     rows = tl.arange(0, T_PAD)
     row_ok = rows < T
     bases = tl.load(table_ptr + rows, mask=row_ok, other=0).to(tl.pointer_type(DTYPE))
@@ -192,8 +194,8 @@ def _gram_float64_kernel(
     for b in range(first, last):
         cols = b * BLOCK + tl.arange(0, BLOCK)
         col_ok = cols < n_elements
-        # Row i against every row, in float64: a rare step, so task i's block is read
-        # once per row program (T + 1 reads of each block per step) for simple code.
+        # Row i against every row, in float64: T + 1 loads of each block per step, the
+        # repeats served from L2 (see the grid above).
         mask = row_ok[:, None] & col_ok[None, :]
         tile = tl.load(bases[:, None] + cols[None, :], mask=mask, other=0.0).to(tl.float64)
         g_i = tl.load(base_i + cols, mask=col_ok, other=0.0).to(tl.float64)
@@ -391,7 +393,8 @@ def gram_float64_partials_if(grads: Sequence[Tensor], table: Tensor, flag: Tenso
     """``[P, T_PAD, T_PAD]`` float64 partial Gram matrices of the gradients (as
     :func:`gram_partials`, accumulated in float64), computed only if the one-element
     float64 device tensor ``flag`` is nonzero when the kernel runs; otherwise the result
-    is left unwritten. Rows and columns ``>= T`` are never written."""
+    is left unwritten. Rows ``>= T`` are never written (columns ``>= T`` of the others are
+    zeros)."""
     t, n = len(grads), grads[0].numel()
     device = grads[0].device
     _check_size(n)
@@ -402,7 +405,7 @@ def gram_float64_partials_if(grads: Sequence[Tensor], table: Tensor, flag: Tenso
     programs, per_program = gram_grid(n_blocks, _num_programs(n_blocks, device, per_sm=1))
     partial = torch.empty(programs, t_pad, t_pad, dtype=torch.float64, device=device)
     with on_device(device):
-        _gram_float64_kernel[(programs, t)](
+        _gram_float64_kernel[(t, programs)](
             table, flag, partial, n, per_program,
             T=t, T_PAD=t_pad, BLOCK=block, DTYPE=_TL_DTYPES[grads[0].dtype],
             num_warps=num_warps,

@@ -50,8 +50,9 @@ class RecordLayout:
     """Offsets into the float64 record of one step (``T*T + 4*T + 4`` values):
     the Gram matrix, the weights applied, the EMA and update counts after the step,
     the norms, then the step count, the refused streak, the finite flag and the range
-    flag (1.0: pass 1 left float32's range, and the step was recomputed from a float64
-    Gram matrix; 0.0). Integers are exact in float64 up to 2**53."""
+    flag (1.0: pass 1's float32 diagonal left float32's range, and with the range check
+    the step was then recomputed from a float64 Gram matrix; 0.0). Integers are exact in
+    float64 up to 2**53."""
 
     t: int
 
@@ -235,8 +236,12 @@ def rule_params(rule: MultiBalanceRule, device: torch.device) -> Tensor:
     Python floats as float32): beta, 1 - beta, relax, 1 - relax, eps, each computed in
     Python floats as the tensor code computes them."""
     beta, relax = rule.beta, rule.relax
-    values = [beta, 1.0 - beta, relax, 1.0 - relax, rule.eps]
-    return torch.tensor(values, dtype=torch.float64, device=device)
+    values = torch.tensor([beta, 1.0 - beta, relax, 1.0 - relax, rule.eps], dtype=torch.float64)
+    if device.type != "cuda":
+        return values.to(device)
+    # pinned + non_blocking: queued on the stream, the host does not wait (a plain
+    # host-to-device copy of pageable memory would synchronise)
+    return values.pin_memory().to(device, non_blocking=True)
 
 
 def multibalance_step(

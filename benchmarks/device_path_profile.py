@@ -7,7 +7,8 @@ launches and the PyTorch calls around them take longer. For T tasks of N element
 times, on the host (``perf_counter`` over many calls, no synchronisation inside), one
 whole ``Balancer._combine`` with and without the range check and with the device path
 off (the general tensor path), then each piece of the device path alone: the pointer
-table, pass 1, the rule step, pass 2, the commit, the refused-step watch. It prints the
+table, pass 1, the rule step, the range check's two predicated launches (unflagged: what
+every in-range step pays for the check), pass 2, the commit, the refused-step watch. It prints the
 functions that take the most host time (``cProfile``), and how far the device path's
 weights are from the tensor rule run on the same Gram matrix (``max_ulp``: 0 is
 bit for bit). ``--cpu``: the same code path on the CPU through the Triton interpreter
@@ -76,13 +77,20 @@ def profile(t: int, n: int, device: torch.device, calls: int) -> dict[str, Any]:
     record = triton_rule.multibalance_step(partials, None, params, bal.rule, state, n)
     weights = record[t * t : t * t + t]
     out = torch.empty(n, device=device)
-    streak = record[triton_rule.RecordLayout(t).streak]
+    layout = triton_rule.RecordLayout(t)
+    streak = record[layout.streak]
+    flag = record[layout.range_flag :]  # 0.0: in range, both launches return at once
+    exact = triton_ops.gram_float64_partials_if(grads, table, flag)
     pieces: dict[str, Callable[[], object]] = {
         "empty": lambda: torch.empty(n, device=device),
         "pointer_table": lambda: triton_ops.pointer_table(grads),
         "pass1": lambda: triton_ops.gram_partials(grads, table),
         "rule_step": lambda: triton_rule.multibalance_step(
             partials, None, params, bal.rule, state, n
+        ),
+        "pass1_float64_if": lambda: triton_ops.gram_float64_partials_if(grads, table, flag),
+        "rule_step_redo": lambda: triton_rule.multibalance_step(
+            exact, None, params, bal.rule, state, n, redo=record
         ),
         "pass2": lambda: triton_ops.weighted_sum_into(grads, weights, table, out),
         "commit": lambda: triton_rule.commit(record, dict(state)),

@@ -109,7 +109,7 @@ def compile_rule_step(t: int, arch: int, predicated: bool) -> Any:
                   "BIAS_CORRECTION": True, "HAS_SCALE": False, "LIBDEVICE": True,
                   "PREDICATED": predicated}  # fmt: skip
     signature.update(dict.fromkeys(constexprs, "constexpr"))
-    src = ASTSource(fn=triton_rule._multibalance_step_kernel, signature=signature,
+    src = ASTSource(fn=triton_rule.KERNELS["multibalance_step"], signature=signature,
                     constexprs=constexprs)  # fmt: skip
     options = {"num_warps": 4, "enable_fp_fusion": False}
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)

@@ -231,6 +231,11 @@ def _commit_kernel(
     tl.store(streak_ptr, tl.load(record_ptr + tail + 1).to(tl.int64))
 
 
+#: The programs by name, for tools that compile them ahead of time (as
+#: :data:`~mbkernels.ops.triton_ops.KERNELS`).
+KERNELS = {"multibalance_step": _multibalance_step_kernel, "commit": _commit_kernel}
+
+
 def rule_params(rule: MultiBalanceRule, device: torch.device) -> Tensor:
     """The rule's float hyperparameters as a float64 device tensor (Triton would pass
     Python floats as float32): beta, 1 - beta, relax, 1 - relax, eps, each computed in

@@ -71,6 +71,10 @@ def has_device_step(rule: object) -> bool:
 
 def buffers(bal: Balancer, grad: Tensor) -> dict[str, Tensor] | None:
     """The state buffers if this step may take the device path, else ``None``."""
+    # Triton runs on CUDA, or on the CPU under TRITON_INTERPRET with backend="triton":
+    # a plain CPU step is answered before resolve_backend's checks
+    if not (grad.is_cuda or bal.backend == "triton"):
+        return None
     if grad.dtype not in _GRAD_DTYPES or grad.numel() == 0:
         return None
     if resolve_backend(bal.backend, grad.device, grad.dtype) != "triton":

@@ -493,15 +493,8 @@ class Balancer(nn.Module):
             # balance or learn from. The plain sum has the right shape, dtype and device,
             # and the state is not touched.
             return _plain_sum(gs)
-        # the device path runs Triton: CUDA, or the CPU under TRITON_INTERPRET with
-        # backend="triton" (a plain CPU step does not ask)
-        g0 = gs[0]
-        if (
-            self._device_rule
-            and len(gs) == self.num_tasks
-            and (g0.is_cuda or self.backend == "triton")
-        ):
-            state = _device.buffers(self, g0)
+        if self._device_rule and len(gs) == self.num_tasks:
+            state = _device.buffers(self, gs[0])
             if state is not None:
                 combined = _device.combine(self, gs, state)
                 if combined is not None:
